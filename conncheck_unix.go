@@ -1,0 +1,67 @@
+//go:build unix
+
+package redisalive
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// errUnexpectedData means an idle connection has bytes waiting that no
+// command asked for: the protocol is out of step and the connection is
+// unusable.
+var errUnexpectedData = errors.New("redisalive: unexpected data on idle connection")
+
+// peeker checks an idle socket without a round trip: a non-blocking
+// MSG_PEEK read returns EOF if the server closed it, data if the protocol
+// is out of step, and EAGAIN if it is healthy. The method value and buffer
+// live in the struct so that a check allocates nothing.
+type peeker struct {
+	raw  syscall.RawConn
+	fn   func(fd uintptr) bool
+	buf  [1]byte
+	err  error
+	open bool
+}
+
+func (p *peeker) init(nc net.Conn) {
+	sc, ok := underlyingConn(nc).(syscall.Conn)
+	if !ok {
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	p.raw, p.fn, p.open = raw, p.peek, true
+}
+
+func (p *peeker) peek(fd uintptr) bool {
+	n, _, err := unix.Recvfrom(int(fd), p.buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case n > 0:
+		p.err = errUnexpectedData
+	case err == unix.EAGAIN || err == unix.EWOULDBLOCK:
+		p.err = nil
+	case err != nil:
+		p.err = err
+	default:
+		p.err = io.EOF
+	}
+	return true // never wait for readability
+}
+
+// check reports why the socket cannot be used, or nil if it looks healthy.
+func (p *peeker) check() error {
+	if !p.open {
+		return nil
+	}
+	if err := p.raw.Read(p.fn); err != nil {
+		return err
+	}
+	return p.err
+}

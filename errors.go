@@ -1,0 +1,73 @@
+package redisalive
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrPoolClosed is returned by every call on a pool after Close or
+	// Shutdown has begun.
+	ErrPoolClosed = errors.New("redisalive: pool is closed")
+
+	// ErrPoolTimeout is returned when no connection became free before the
+	// checkout deadline. The concrete error is a *PoolTimeoutError, which
+	// describes the pool at the moment the wait gave up.
+	ErrPoolTimeout = errors.New("redisalive: timed out waiting for a free connection")
+
+	// ErrInvalidOptions is matched by every *OptionError.
+	ErrInvalidOptions = errors.New("redisalive: invalid options")
+
+	// errConnReturned is what a connection handle answers after its Close:
+	// the socket behind it already belongs to someone else.
+	errConnReturned = errors.New("redisalive: use of a connection after Close")
+)
+
+// PoolTimeoutError reports a checkout that gave up waiting for a free
+// connection. Its message carries the pool's state because the usual cause
+// is not a slow server but callers holding every connection, for example a
+// function that holds one connection while asking for a second one.
+type PoolTimeoutError struct {
+	Addr      string        // server address
+	Waited    time.Duration // how long the caller waited
+	InUse     int           // connections checked out at the moment the wait ended
+	MaxActive int           // the pool's size limit
+	Waiting   int           // other callers still waiting
+	cause     error         // the context's error, when the context ended the wait
+}
+
+func (e *PoolTimeoutError) Error() string {
+	msg := fmt.Sprintf("redisalive: no free connection to %s after waiting %v: %d/%d in use, %d other callers waiting",
+		e.Addr, e.Waited.Round(time.Millisecond), e.InUse, e.MaxActive, e.Waiting)
+	if e.InUse >= e.MaxActive {
+		msg += " (pool exhausted: is a caller holding a connection while asking for another?)"
+	}
+	if e.cause != nil {
+		msg += ": " + e.cause.Error()
+	}
+	return msg
+}
+
+// Unwrap lets errors.Is match ErrPoolTimeout and, when the context's
+// deadline ended the wait, context.DeadlineExceeded.
+func (e *PoolTimeoutError) Unwrap() []error {
+	if e.cause != nil {
+		return []error{ErrPoolTimeout, e.cause}
+	}
+	return []error{ErrPoolTimeout}
+}
+
+// OptionError reports one invalid field of Options.
+type OptionError struct {
+	Field  string // the Options field, e.g. "MaxIdle" or "KeepAlive.Count"
+	Value  any    // the rejected value
+	Reason string // what is wrong with it
+}
+
+func (e *OptionError) Error() string {
+	return fmt.Sprintf("redisalive: invalid Options.%s = %v: %s", e.Field, e.Value, e.Reason)
+}
+
+// Unwrap lets errors.Is(err, ErrInvalidOptions) match.
+func (e *OptionError) Unwrap() error { return ErrInvalidOptions }

@@ -1,0 +1,207 @@
+package redisalive
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// minHealthWake keeps the checker from spinning when work falls due in a
+// burst.
+const minHealthWake = 10 * time.Millisecond
+
+// expiry is an idle connection the health checker closes without a round
+// trip, and why.
+type expiry struct {
+	c      *conn
+	reason closeReason
+}
+
+// planHealth is the health checker's pure step: given the idle list at now,
+// it splits off the connections to close (past MaxConnLifetime or
+// IdleTimeout) and those to PING (quiet for a full HealthCheckInterval),
+// keeps the rest in their order, and says when the next connection falls
+// due. It reuses idle's backing array for keep.
+func planHealth(cfg *config, idle []*conn, now time.Time) (keep, ping []*conn, expired []expiry, next time.Time) {
+	next = now.Add(cfg.healthInterval)
+	keep = idle[:0]
+	for _, c := range idle {
+		lifeEnd := time.Time{}
+		if cfg.maxLifetime > 0 {
+			lifeEnd = c.createdAt.Add(cfg.maxLifetime)
+		}
+		idleEnd := c.returnedAt.Add(cfg.idleTimeout)
+		pingAt := c.lastActive().Add(cfg.healthInterval)
+		switch {
+		case !lifeEnd.IsZero() && !now.Before(lifeEnd):
+			expired = append(expired, expiry{c, closedLifetime})
+		case !now.Before(idleEnd):
+			expired = append(expired, expiry{c, closedIdle})
+		case !now.Before(pingAt):
+			ping = append(ping, c)
+		default:
+			keep = append(keep, c)
+			next = earliest(next, pingAt, idleEnd, lifeEnd)
+		}
+	}
+	clear(idle[len(keep):])
+	return keep, ping, expired, next
+}
+
+func earliest(t time.Time, ts ...time.Time) time.Time {
+	for _, u := range ts {
+		if !u.IsZero() && u.Before(t) {
+			t = u
+		}
+	}
+	return t
+}
+
+// healthLoop runs the checker until the pool closes.
+func (p *Pool) healthLoop() {
+	defer p.wg.Done()
+	timer := time.NewTimer(p.cfg.healthInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-p.closing.Done():
+			return
+		case <-timer.C:
+		}
+		next := p.healthPass(time.Now())
+		timer.Reset(max(time.Until(next), minHealthWake))
+	}
+}
+
+// healthPass runs one step: it takes the connections due for attention out
+// of the idle list, so no caller can check one out mid-check, closes or
+// PINGs them outside the lock, reports leaks, and returns the next wake-up.
+func (p *Pool) healthPass(now time.Time) time.Time {
+	p.mu.Lock()
+	keep, ping, expired, next := planHealth(&p.cfg, p.idle, now)
+	p.idle = keep
+	leaks, leakNext := p.leaksLocked(now)
+	p.mu.Unlock()
+
+	for _, e := range expired {
+		p.discard(e.c, e.reason)
+	}
+	p.ping(ping, now)
+	for _, l := range leaks {
+		p.cfg.logger.Warn("redisalive: connection held longer than LeakDetectionThreshold",
+			"addr", p.cfg.addr, "held", l.held.Round(time.Millisecond), "checked_out_at", l.stack)
+	}
+	return earliest(next, leakNext)
+}
+
+// ping checks idle connections with one PING each, sent to all of them
+// before any reply is read, so the pass takes one ReadTimeout however many
+// connections are dead. Closing the pool interrupts it.
+func (p *Pool) ping(conns []*conn, now time.Time) {
+	if len(conns) == 0 {
+		return
+	}
+	p.counters.healthChecks.Add(int64(len(conns)))
+	deadline := now.Add(p.cfg.readTimeout)
+	stop := context.AfterFunc(p.closing, func() {
+		for _, c := range conns {
+			c.nc.abort()
+		}
+	})
+	sent := make([]bool, len(conns))
+	for i, c := range conns {
+		c.nc.setLimit(deadline)
+		sent[i] = c.rc.Send("PING") == nil && c.rc.Flush() == nil
+	}
+	var alive []*conn
+	for i, c := range conns {
+		if sent[i] {
+			_, err := c.rc.Receive()
+			sent[i] = err == nil
+		}
+		c.nc.setLimit(time.Time{})
+		if sent[i] {
+			c.pingedAt = now
+			alive = append(alive, c)
+		} else {
+			p.discard(c, closedDead)
+		}
+	}
+	if !stop() {
+		// Close interrupted the pass: no socket here is trustworthy now.
+		for _, c := range alive {
+			c.aborted = true
+		}
+	}
+	p.mu.Lock()
+	// Checked connections are the least recently used: they go back to the
+	// bottom of the stack, in their order.
+	var reject []*conn
+	for i := len(alive) - 1; i >= 0; i-- {
+		c := alive[i]
+		if c.aborted || p.closed || len(p.idle) >= p.cfg.maxIdle {
+			reject = append(reject, c)
+			continue
+		}
+		if w := p.popWaiterLocked(); w != nil {
+			w.ch <- c
+			continue
+		}
+		p.idle = slices.Insert(p.idle, 0, c)
+	}
+	for _, c := range reject {
+		p.forgetLocked(c)
+	}
+	p.mu.Unlock()
+	for _, c := range reject {
+		c.close()
+	}
+}
+
+// leak is a connection held past LeakDetectionThreshold.
+type leak struct {
+	held  time.Duration
+	stack string
+}
+
+// leaksLocked finds connections newly held past the threshold and returns
+// them with the next time one could cross it.
+func (p *Pool) leaksLocked(now time.Time) (leaks []leak, next time.Time) {
+	if p.cfg.leakThreshold == 0 {
+		return nil, time.Time{}
+	}
+	for c := range p.all {
+		if c.checkedOutAt.IsZero() || c.leakReported {
+			continue
+		}
+		due := c.checkedOutAt.Add(p.cfg.leakThreshold)
+		if now.Before(due) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		c.leakReported = true
+		p.counters.leaks.Add(1)
+		leaks = append(leaks, leak{held: now.Sub(c.checkedOutAt), stack: formatStack(c.stack)})
+	}
+	if next.IsZero() {
+		next = now.Add(p.cfg.leakThreshold)
+	}
+	return leaks, next
+}
+
+func formatStack(pcs []uintptr) string {
+	var b strings.Builder
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		fmt.Fprintf(&b, "%s\n\t%s:%d\n", f.Function, f.File, f.Line)
+		if !more {
+			return b.String()
+		}
+	}
+}

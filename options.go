@@ -1,0 +1,339 @@
+package redisalive
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults applied to zero-valued Options fields. They are chosen so that no
+// wait anywhere is unbounded and a silent peer is declared dead within about
+// 20 s even by the kernel alone.
+const (
+	DefaultDialTimeout         = 5 * time.Second
+	DefaultReadTimeout         = 3 * time.Second
+	DefaultWriteTimeout        = 3 * time.Second
+	DefaultIdleTimeout         = 5 * time.Minute
+	DefaultHealthCheckInterval = 15 * time.Second
+	DefaultBlockSlice          = time.Second
+	DefaultKeepAliveIdle       = 5 * time.Second
+	DefaultKeepAliveInterval   = 5 * time.Second
+	DefaultKeepAliveCount      = 3
+)
+
+// blockGrace is how long past a blocking command's server-side timeout the
+// client keeps reading before it declares the link dead. It covers a round
+// trip and the server's timer resolution, nothing more.
+const blockGrace = 500 * time.Millisecond
+
+// Options configures a Pool. The zero value of every field selects a safe,
+// bounded default; only Addr is required. NewPool copies the options, so
+// changing them afterwards does not affect a live pool.
+type Options struct {
+	// Network is "tcp" or "unix". Zero: "unix" when Addr starts with "/",
+	// else "tcp".
+	Network string
+	// Addr is the server's host:port, or the socket path for "unix".
+	// Required.
+	Addr string
+	// Username and Password authenticate each new connection with AUTH.
+	// Zero: no AUTH. A Username without a Password is invalid.
+	Username string
+	Password string
+	// DB is selected on each new connection. Zero: database 0.
+	DB int
+	// TLSConfig, when set, wraps each TCP connection in TLS. Zero: plain TCP.
+	TLSConfig *tls.Config
+
+	// DialTimeout bounds connecting, TLS and the AUTH/SELECT handshake of a
+	// new connection. Zero: DefaultDialTimeout.
+	DialTimeout time.Duration
+	// ReadTimeout bounds the wait for each reply. Zero: DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing each command. Zero: DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// PoolTimeout is the longest a checkout waits for a free connection
+	// when its context has no deadline. Zero: ReadTimeout + 1 s.
+	PoolTimeout time.Duration
+
+	// MaxActive limits the connections open at once, in use or idle.
+	// Zero: 10 per GOMAXPROCS, or MaxIdle if that is larger.
+	MaxActive int
+	// MaxIdle limits the idle connections kept for reuse. Zero: MaxActive.
+	MaxIdle int
+	// IdleTimeout closes connections idle longer than this. Zero:
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxConnLifetime closes connections older than this when they are next
+	// idle. Zero: no limit.
+	MaxConnLifetime time.Duration
+
+	// KeepAlive sets TCP keepalive on every socket. Zero: enabled with
+	// DefaultKeepAliveIdle, DefaultKeepAliveInterval and
+	// DefaultKeepAliveCount.
+	KeepAlive KeepAlive
+	// TCPUserTimeout (Linux only; ignored elsewhere) is how long written
+	// data may stay unacknowledged before the kernel drops the connection;
+	// keepalive cannot help while data is in flight. When set, Linux also
+	// ends keepalive probing after this long instead of after KeepAlive.Count
+	// probes. Zero: KeepAlive.Idle + KeepAlive.Interval * KeepAlive.Count
+	// (20 s with the defaults), so both paths give the same bound.
+	TCPUserTimeout time.Duration
+
+	// HealthCheckInterval is how often an idle connection is checked: a
+	// PING is sent to each connection idle at least this long, and a
+	// checkout PINGs a connection idle longer than this. Zero:
+	// DefaultHealthCheckInterval.
+	HealthCheckInterval time.Duration
+	// BlockSlice is the server-side timeout of each round of a blocking
+	// read (BRPop, BLPop, BLMove); the client reads each round with a
+	// deadline of BlockSlice plus 500 ms, so a read on a dead link returns
+	// within that. Values below one second need Redis 6 or later. Zero:
+	// DefaultBlockSlice.
+	BlockSlice time.Duration
+
+	// LeakDetectionThreshold logs, once, every connection held checked out
+	// longer than this, with the stack that checked it out, and counts it
+	// in Stats.Leaks. Zero: off.
+	LeakDetectionThreshold time.Duration
+
+	// Logger receives the pool's warnings. Zero: discarded.
+	Logger *slog.Logger
+}
+
+// KeepAlive configures TCP keepalive probing. The kernel's own defaults
+// (7200 s idle, 9 probes 75 s apart) take over two hours to notice a dead
+// peer, so every field is always set explicitly on each socket.
+type KeepAlive struct {
+	// Disable turns keepalive off for the pool's sockets.
+	Disable bool
+	// Idle is the quiet time before the first probe. Zero:
+	// DefaultKeepAliveIdle.
+	Idle time.Duration
+	// Interval is the time between unanswered probes. Zero:
+	// DefaultKeepAliveInterval.
+	Interval time.Duration
+	// Count is how many unanswered probes end the connection. Zero:
+	// DefaultKeepAliveCount.
+	Count int
+}
+
+// config is the validated, defaulted copy of Options that a pool runs on.
+// It never changes after NewPool.
+type config struct {
+	network, addr      string
+	username, password string
+	db                 int
+	tls                *tls.Config
+	dialTimeout        time.Duration
+	readTimeout        time.Duration
+	writeTimeout       time.Duration
+	poolTimeout        time.Duration
+	maxActive, maxIdle int
+	idleTimeout        time.Duration
+	maxLifetime        time.Duration
+	keepAlive          KeepAlive
+	userTimeout        time.Duration
+	healthInterval     time.Duration
+	blockSlice         time.Duration
+	leakThreshold      time.Duration
+	logger             *slog.Logger
+}
+
+// newConfig validates o and fills in its defaults. It reports the first
+// invalid field as an *OptionError.
+func newConfig(o Options) (config, error) {
+	bad := func(field string, v any, reason string) (config, error) {
+		return config{}, &OptionError{Field: field, Value: v, Reason: reason}
+	}
+	if o.Addr == "" {
+		return bad("Addr", `""`, "an address is required")
+	}
+	network := o.Network
+	if network == "" {
+		network = "tcp"
+		if strings.HasPrefix(o.Addr, "/") {
+			network = "unix"
+		}
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		if _, _, err := net.SplitHostPort(o.Addr); err != nil {
+			return bad("Addr", strconv.Quote(o.Addr), "want host:port for network "+network)
+		}
+	case "unix":
+		if o.TLSConfig != nil {
+			return bad("TLSConfig", "non-nil", `TLS is not supported on network "unix"`)
+		}
+	default:
+		return bad("Network", strconv.Quote(o.Network), `want "tcp", "tcp4", "tcp6" or "unix"`)
+	}
+	if o.Username != "" && o.Password == "" {
+		return bad("Password", `""`, "a Username needs a Password")
+	}
+	if o.DB < 0 {
+		return bad("DB", o.DB, "must not be negative")
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"DialTimeout", o.DialTimeout}, {"ReadTimeout", o.ReadTimeout},
+		{"WriteTimeout", o.WriteTimeout}, {"PoolTimeout", o.PoolTimeout},
+		{"IdleTimeout", o.IdleTimeout}, {"MaxConnLifetime", o.MaxConnLifetime},
+		{"KeepAlive.Idle", o.KeepAlive.Idle}, {"KeepAlive.Interval", o.KeepAlive.Interval},
+		{"TCPUserTimeout", o.TCPUserTimeout}, {"HealthCheckInterval", o.HealthCheckInterval},
+		{"BlockSlice", o.BlockSlice}, {"LeakDetectionThreshold", o.LeakDetectionThreshold},
+	}
+	for _, f := range durations {
+		if f.d < 0 {
+			return bad(f.name, f.d, "must not be negative (zero selects the default)")
+		}
+	}
+	if o.KeepAlive.Count < 0 {
+		return bad("KeepAlive.Count", o.KeepAlive.Count, "must not be negative (zero selects the default)")
+	}
+	if o.BlockSlice > 0 && o.BlockSlice < 10*time.Millisecond {
+		return bad("BlockSlice", o.BlockSlice, "must be at least 10ms")
+	}
+	if o.MaxActive < 0 {
+		return bad("MaxActive", o.MaxActive, "must not be negative")
+	}
+	if o.MaxIdle < 0 {
+		return bad("MaxIdle", o.MaxIdle, "must not be negative")
+	}
+	if o.MaxActive > 0 && o.MaxIdle > o.MaxActive {
+		return bad("MaxIdle", o.MaxIdle, fmt.Sprintf("must not exceed MaxActive (%d)", o.MaxActive))
+	}
+
+	c := config{
+		network: network, addr: o.Addr,
+		username: o.Username, password: o.Password, db: o.DB, tls: o.TLSConfig,
+		dialTimeout:    or(o.DialTimeout, DefaultDialTimeout),
+		readTimeout:    or(o.ReadTimeout, DefaultReadTimeout),
+		writeTimeout:   or(o.WriteTimeout, DefaultWriteTimeout),
+		maxActive:      o.MaxActive,
+		maxIdle:        o.MaxIdle,
+		idleTimeout:    or(o.IdleTimeout, DefaultIdleTimeout),
+		maxLifetime:    o.MaxConnLifetime,
+		healthInterval: or(o.HealthCheckInterval, DefaultHealthCheckInterval),
+		blockSlice:     or(o.BlockSlice, DefaultBlockSlice),
+		leakThreshold:  o.LeakDetectionThreshold,
+		logger:         o.Logger,
+		keepAlive: KeepAlive{
+			Disable:  o.KeepAlive.Disable,
+			Idle:     or(o.KeepAlive.Idle, DefaultKeepAliveIdle),
+			Interval: or(o.KeepAlive.Interval, DefaultKeepAliveInterval),
+			Count:    or(o.KeepAlive.Count, DefaultKeepAliveCount),
+		},
+	}
+	c.poolTimeout = or(o.PoolTimeout, c.readTimeout+time.Second)
+	c.userTimeout = or(o.TCPUserTimeout, c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count))
+	if c.maxActive == 0 {
+		c.maxActive = max(10*runtime.GOMAXPROCS(0), c.maxIdle)
+	}
+	if c.maxIdle == 0 {
+		c.maxIdle = c.maxActive
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// ParseURL parses a Redis URL into Options:
+//
+//	redis://[[username]:password@]host[:port][/db][?option=value&...]
+//	rediss://...   (the same, over TLS)
+//	unix://[[username]:password@]/path/to/socket[?db=N&...]
+//
+// The port defaults to 6379. Query options, all optional: db,
+// dial_timeout, read_timeout, write_timeout, pool_timeout, idle_timeout,
+// max_conn_lifetime, health_check_interval, block_slice,
+// tcp_user_timeout (durations as for time.ParseDuration), max_active,
+// max_idle (integers). An unknown option is an error, so a typo does not
+// silently leave a default in place.
+func ParseURL(rawURL string) (Options, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return Options{}, fmt.Errorf("redisalive: parse URL: %w", err)
+	}
+	var o Options
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+		// redis://:secret@host is the classic password-only form.
+		if _, hasPassword := u.User.Password(); !hasPassword {
+			o.Username, o.Password = "", o.Username
+		}
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		host, port := u.Hostname(), u.Port()
+		if host == "" {
+			return Options{}, fmt.Errorf("redisalive: parse URL %q: missing host", u.Redacted())
+		}
+		if port == "" {
+			port = "6379"
+		}
+		o.Network, o.Addr = "tcp", net.JoinHostPort(host, port)
+		if u.Scheme == "rediss" {
+			o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		}
+		if p := strings.Trim(u.Path, "/"); p != "" {
+			if o.DB, err = strconv.Atoi(p); err != nil || o.DB < 0 {
+				return Options{}, fmt.Errorf("redisalive: parse URL %q: database %q is not a non-negative number", u.Redacted(), p)
+			}
+		}
+	case "unix":
+		if u.Path == "" {
+			return Options{}, fmt.Errorf("redisalive: parse URL %q: missing socket path", u.Redacted())
+		}
+		o.Network, o.Addr = "unix", u.Path
+	default:
+		return Options{}, fmt.Errorf("redisalive: parse URL %q: scheme %q, want redis, rediss or unix", u.Redacted(), u.Scheme)
+	}
+	for key, vals := range u.Query() {
+		if err := setURLOption(&o, key, vals[len(vals)-1]); err != nil {
+			return Options{}, fmt.Errorf("redisalive: parse URL %q: option %s: %w", u.Redacted(), key, err)
+		}
+	}
+	return o, nil
+}
+
+func setURLOption(o *Options, key, val string) error {
+	durations := map[string]*time.Duration{
+		"dial_timeout": &o.DialTimeout, "read_timeout": &o.ReadTimeout,
+		"write_timeout": &o.WriteTimeout, "pool_timeout": &o.PoolTimeout,
+		"idle_timeout": &o.IdleTimeout, "max_conn_lifetime": &o.MaxConnLifetime,
+		"health_check_interval": &o.HealthCheckInterval, "block_slice": &o.BlockSlice,
+		"tcp_user_timeout": &o.TCPUserTimeout,
+	}
+	ints := map[string]*int{"db": &o.DB, "max_active": &o.MaxActive, "max_idle": &o.MaxIdle}
+	if p, ok := durations[key]; ok {
+		d, err := time.ParseDuration(val)
+		*p = d
+		return err
+	}
+	if p, ok := ints[key]; ok {
+		n, err := strconv.Atoi(val)
+		*p = n
+		return err
+	}
+	return errors.New("unknown option")
+}

@@ -1,0 +1,497 @@
+package redisalive
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Pool is a bounded pool of redigo connections to one Redis server. It is
+// safe for concurrent use. Every call that can block takes a context and is
+// also bounded by the pool's own timeouts, so none can hang on a dead or
+// half-open connection.
+type Pool struct {
+	cfg config
+
+	// closing is cancelled when Close or Shutdown begins: it stops the
+	// health checker and ends blocking reads after their current round.
+	closing   context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // background goroutines
+	closeOnce sync.Once
+	closeDone chan struct{} // closed when the first Close or Shutdown returns
+	drained   chan struct{} // closed when the pool is closed and numOpen reaches 0
+
+	counters counters
+
+	mu      sync.Mutex // guards the fields below
+	idle    []*conn    // LIFO: the most recently returned last
+	all     map[*conn]struct{}
+	numOpen int       // open or being dialled, in use, idle or being checked; <= cfg.maxActive
+	waiters list.List // of *waiter, first come first served
+	closed  bool
+}
+
+// waiter is a checkout waiting for a free connection. It is handed either a
+// connection or nil, meaning a free slot it may dial into; its channel is
+// closed if the pool closes.
+type waiter struct {
+	ch     chan *conn
+	queued bool // still in Pool.waiters; guarded by Pool.mu
+}
+
+// NewPool validates opts and returns a pool. It does not connect: the first
+// checkout does.
+func NewPool(opts Options) (*Pool, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		cfg:       cfg,
+		all:       make(map[*conn]struct{}),
+		closeDone: make(chan struct{}),
+		drained:   make(chan struct{}),
+	}
+	p.closing, p.cancel = context.WithCancel(context.Background())
+	p.wg.Add(1)
+	go p.healthLoop()
+	return p, nil
+}
+
+// Get checks out a connection. The wait for a free connection ends with ctx
+// or, if ctx has no deadline, after Options.PoolTimeout; a wait that times
+// out returns a *PoolTimeoutError matching ErrPoolTimeout.
+//
+// The returned redis.Conn applies ReadTimeout and WriteTimeout to every
+// command and also implements redis.ConnWithContext and
+// redis.ConnWithTimeout. Close returns it to the pool; a connection that saw
+// a network error or an interrupted command is closed instead.
+func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
+	start := time.Now()
+	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
+	if err != nil {
+		return nil, err
+	}
+	return &handle{p: p, c: c}, nil
+}
+
+// Do checks out a connection, runs one command and returns the connection,
+// all bounded by one deadline: ctx's, or if it has none, PoolTimeout plus
+// ReadTimeout from the call. Replies are redigo's, so redigo's helpers
+// apply: redis.String(p.Do(ctx, "GET", key)).
+//
+// Errors other than the server's own replies (redis.Error) are wrapped with
+// the command and address; they match the context's error with errors.Is
+// when the context ended the call.
+func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (any, error) {
+	start := time.Now()
+	deadline, ok := ctx.Deadline()
+	wait := deadline
+	if !ok {
+		wait = start.Add(p.cfg.poolTimeout)
+		deadline = wait.Add(p.cfg.readTimeout)
+	}
+	c, err := p.get(ctx, start, wait)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := c.run(ctx, deadline, func() (any, error) { return c.rc.Do(cmd, args...) })
+	e := effectOf(cmd, args)
+	p.put(c, e == effNone || e == effCloseTx)
+	if err != nil {
+		return reply, p.wrapErr(ctx, cmd, err)
+	}
+	return reply, nil
+}
+
+func waitDeadline(ctx context.Context, start time.Time, poolTimeout time.Duration) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return start.Add(poolTimeout)
+}
+
+// get checks out a connection: an idle one that passes the checkout checks,
+// a new one if the pool has room, or the first one freed before
+// waitDeadline.
+func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, p.wrapErr(ctx, "checkout", err)
+	}
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		var c *conn
+		if n := len(p.idle); n > 0 {
+			c = p.idle[n-1]
+			p.idle[n-1] = nil
+			p.idle = p.idle[:n-1]
+			p.mu.Unlock()
+		} else if p.numOpen < p.cfg.maxActive {
+			p.numOpen++
+			p.mu.Unlock()
+			return p.dial(ctx)
+		} else {
+			var err error
+			if c, err = p.waitLocked(ctx, start, waitDeadline); err != nil {
+				return nil, err
+			}
+			if c == nil { // handed a free slot
+				return p.dial(ctx)
+			}
+		}
+		if err := p.checkout(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return nil, p.wrapErr(ctx, "checkout", err)
+			}
+			continue // that one was dead; the failure happened before any command
+		}
+		return c, nil
+	}
+}
+
+// checkout vets a connection about to be handed out, cheapest test first,
+// and closes it if it fails one.
+func (p *Pool) checkout(ctx context.Context, c *conn) error {
+	now := time.Now()
+	var reason closeReason
+	var err error
+	switch {
+	case p.cfg.maxLifetime > 0 && now.Sub(c.createdAt) >= p.cfg.maxLifetime:
+		reason, err = closedLifetime, errExpired
+	case now.Sub(c.returnedAt) >= p.cfg.idleTimeout:
+		reason, err = closedIdle, errExpired
+	default:
+		if err = c.check.check(); err != nil {
+			reason = closedDead
+		} else if now.Sub(c.lastActive()) > p.cfg.healthInterval {
+			p.counters.healthChecks.Add(1)
+			if _, err = c.run(ctx, now.Add(p.cfg.readTimeout), func() (any, error) { return c.rc.Do("PING") }); err != nil {
+				reason = closedDead
+			} else {
+				c.pingedAt = now
+			}
+		}
+	}
+	if err != nil {
+		p.discard(c, reason)
+		return err
+	}
+	if p.cfg.leakThreshold > 0 {
+		p.trackCheckout(c, now)
+	}
+	return nil
+}
+
+var errExpired = errors.New("redisalive: connection expired")
+
+// waitLocked queues the caller for the next free connection or slot. It is
+// called with p.mu held and returns with it released.
+func (p *Pool) waitLocked(ctx context.Context, start, deadline time.Time) (*conn, error) {
+	w := &waiter{ch: make(chan *conn, 1), queued: true}
+	e := p.waiters.PushBack(w)
+	p.mu.Unlock()
+	p.counters.waits.Add(1)
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	var ctxErr error
+	select {
+	case c, ok := <-w.ch:
+		p.counters.waitNanos.Add(int64(time.Since(start)))
+		if !ok {
+			return nil, ErrPoolClosed
+		}
+		return c, nil
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+	case <-timer.C:
+	}
+	waited := time.Since(start)
+	p.counters.waitNanos.Add(int64(waited))
+
+	p.mu.Lock()
+	handedOver := !w.queued
+	if w.queued {
+		p.waiters.Remove(e)
+		w.queued = false
+	}
+	tErr := &PoolTimeoutError{
+		Addr: p.cfg.addr, Waited: waited,
+		InUse: p.numOpen - len(p.idle), MaxActive: p.cfg.maxActive, Waiting: p.waiters.Len(),
+	}
+	p.mu.Unlock()
+	if handedOver {
+		// A connection or slot arrived as we gave up: pass it on.
+		if c, ok := <-w.ch; ok {
+			if c != nil {
+				p.put(c, true)
+			} else {
+				p.mu.Lock()
+				p.freeSlotLocked()
+				p.mu.Unlock()
+			}
+		}
+	}
+	if errors.Is(ctxErr, context.Canceled) {
+		return nil, fmt.Errorf("redisalive: waiting for a connection to %s: %w", p.cfg.addr, ctxErr)
+	}
+	p.counters.poolTimeouts.Add(1)
+	if _, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		tErr.cause = context.DeadlineExceeded
+	}
+	return nil, tErr
+}
+
+// dial opens a connection into a slot the caller already holds.
+func (p *Pool) dial(ctx context.Context) (*conn, error) {
+	now := time.Now()
+	deadline := now.Add(p.cfg.dialTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	c, err := p.cfg.connect(ctx, deadline, now)
+	if err != nil {
+		p.counters.dialErrors.Add(1)
+		p.mu.Lock()
+		p.freeSlotLocked()
+		p.mu.Unlock()
+		return nil, p.wrapErr(ctx, "connect", err)
+	}
+	p.counters.dials.Add(1)
+	p.mu.Lock()
+	if p.closed {
+		p.freeSlotLocked()
+		p.mu.Unlock()
+		c.close()
+		return nil, ErrPoolClosed
+	}
+	p.all[c] = struct{}{}
+	p.mu.Unlock()
+	if p.cfg.leakThreshold > 0 {
+		p.trackCheckout(c, now)
+	}
+	return c, nil
+}
+
+// connect dials and prepares a new connection: socket options, AUTH and
+// SELECT, all before deadline.
+func (cfg *config) connect(ctx context.Context, deadline, now time.Time) (*conn, error) {
+	nc, err := cfg.dialSocket(ctx, deadline)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(nc, cfg, now)
+	var setup []func() (any, error)
+	if cfg.password != "" {
+		setup = append(setup, func() (any, error) {
+			if cfg.username != "" {
+				return c.rc.Do("AUTH", cfg.username, cfg.password)
+			}
+			return c.rc.Do("AUTH", cfg.password)
+		})
+	}
+	if cfg.db != 0 {
+		setup = append(setup, func() (any, error) { return c.rc.Do("SELECT", cfg.db) })
+	}
+	for _, op := range setup {
+		if _, err := c.run(ctx, deadline, op); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// put takes back a connection from its user. reuse is false when the user
+// left state on it that a later user must not inherit.
+func (p *Pool) put(c *conn, reuse bool) {
+	reason := closedState
+	if c.broken() {
+		reuse, reason = false, closedError
+	} else if reuse {
+		reason = closedMaxIdle
+		c.returnedAt = time.Now()
+	}
+	p.mu.Lock()
+	if p.cfg.leakThreshold > 0 {
+		c.checkedOutAt, c.stack = time.Time{}, nil
+	}
+	if reuse && p.putIdleLocked(c) {
+		p.mu.Unlock()
+		return
+	}
+	if !p.closed {
+		p.counters.closed[reason].Add(1)
+	}
+	p.forgetLocked(c)
+	p.mu.Unlock()
+	c.close()
+}
+
+// putIdleLocked hands a healthy connection to the first waiter, or keeps it
+// idle if there is room. It reports false if the connection must be closed.
+func (p *Pool) putIdleLocked(c *conn) bool {
+	if p.closed {
+		return false
+	}
+	if w := p.popWaiterLocked(); w != nil {
+		w.ch <- c
+		return true
+	}
+	if len(p.idle) >= p.cfg.maxIdle {
+		return false
+	}
+	p.idle = append(p.idle, c)
+	return true
+}
+
+// discard closes a connection the pool took back, counting why.
+func (p *Pool) discard(c *conn, reason closeReason) {
+	p.counters.closed[reason].Add(1)
+	p.mu.Lock()
+	p.forgetLocked(c)
+	p.mu.Unlock()
+	c.close()
+}
+
+// forgetLocked drops a connection about to be closed and frees its slot.
+func (p *Pool) forgetLocked(c *conn) {
+	delete(p.all, c)
+	p.freeSlotLocked()
+}
+
+// freeSlotLocked gives a freed slot to the first waiter, who will dial into
+// it, or releases it.
+func (p *Pool) freeSlotLocked() {
+	if !p.closed {
+		if w := p.popWaiterLocked(); w != nil {
+			w.ch <- nil
+			return
+		}
+	}
+	p.numOpen--
+	if p.closed && p.numOpen == 0 {
+		close(p.drained)
+	}
+}
+
+func (p *Pool) popWaiterLocked() *waiter {
+	e := p.waiters.Front()
+	if e == nil {
+		return nil
+	}
+	w := p.waiters.Remove(e).(*waiter)
+	w.queued = false
+	return w
+}
+
+// wrapErr adds the operation and address to a connection-level error, and
+// the context's error when the context ended the call. Server error replies
+// pass through unchanged so that type switches on redis.Error keep working.
+func (p *Pool) wrapErr(ctx context.Context, op string, err error) error {
+	if _, ok := err.(redis.Error); ok || errors.Is(err, ErrPoolClosed) {
+		return err
+	}
+	ctxErr := ctx.Err()
+	if d, ok := ctx.Deadline(); ok && ctxErr == nil && !time.Now().Before(d) {
+		ctxErr = context.DeadlineExceeded // the socket deadline beat the context's timer
+	}
+	if ctxErr != nil && !errors.Is(err, ctxErr) {
+		return fmt.Errorf("redisalive: %s on %s: %w: %w", op, p.cfg.addr, ctxErr, err)
+	}
+	return fmt.Errorf("redisalive: %s on %s: %w", op, p.cfg.addr, err)
+}
+
+// Close closes the pool: new calls fail with ErrPoolClosed at once, idle
+// connections are closed at once, blocking reads stop after their current
+// round, and connections in use are closed as they are returned. Close waits
+// for those at most as long as a well-behaved command can take (the longest
+// of DialTimeout, ReadTimeout+WriteTimeout and BlockSlice+500ms), then
+// closes the stragglers' sockets under them and reports how many. When it
+// returns, no goroutine of the pool is running and no socket of it is
+// open. Calling it again is safe.
+func (p *Pool) Close() error {
+	bound := max(p.cfg.dialTimeout, p.cfg.readTimeout+p.cfg.writeTimeout, p.cfg.blockSlice+blockGrace)
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	return p.Shutdown(ctx)
+}
+
+// Shutdown closes the pool gracefully: it refuses new checkouts, lets calls
+// in flight finish until ctx is done, then closes everything as Close does.
+// It returns an error matching ctx's error if connections were still in use
+// when ctx ended.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	first := false
+	p.closeOnce.Do(func() { first = true })
+	if !first {
+		select {
+		case <-p.closeDone:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	defer close(p.closeDone)
+
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	for _, c := range idle {
+		delete(p.all, c)
+	}
+	p.numOpen -= len(idle)
+	for e := p.waiters.Front(); e != nil; e = e.Next() {
+		w := e.Value.(*waiter)
+		w.queued = false
+		close(w.ch)
+	}
+	p.waiters.Init()
+	if p.numOpen == 0 {
+		close(p.drained)
+	}
+	p.mu.Unlock()
+
+	p.cancel()
+	for _, c := range idle {
+		c.close()
+	}
+	p.wg.Wait()
+
+	select {
+	case <-p.drained:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	stragglers := make([]*conn, 0, len(p.all))
+	for c := range p.all {
+		stragglers = append(stragglers, c)
+	}
+	p.mu.Unlock()
+	for _, c := range stragglers {
+		c.nc.Conn.Close() // the holder's next use fails; its return frees the slot
+	}
+	return fmt.Errorf("redisalive: closed %d connections still in use at shutdown: %w", len(stragglers), ctx.Err())
+}
+
+// trackCheckout records who checked a connection out, for leak reports.
+func (p *Pool) trackCheckout(c *conn, now time.Time) {
+	pcs := make([]uintptr, 32)
+	pcs = pcs[:runtime.Callers(3, pcs)]
+	p.mu.Lock()
+	c.checkedOutAt, c.stack, c.leakReported = now, pcs, false
+	p.mu.Unlock()
+}

@@ -1,0 +1,348 @@
+// Package faultproxy is an in-process TCP proxy that injects network faults
+// between a client and a server on loopback, so tests can exercise failure
+// handling without root privileges or external tools.
+//
+// It models what a userspace proxy can model: a blackholed link, a server that
+// forgot its connections (half-open client sockets), connection resets,
+// latency and slow closes. It cannot model anything the kernel does on its
+// own: the proxy's sockets are ordinary sockets whose kernel keeps ACKing
+// whatever the client sends, even while the proxy is blackholed. TCP
+// keepalive probes and TCP_USER_TIMEOUT therefore always succeed through the
+// proxy and cannot be tested with it.
+package faultproxy
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// bufSize is the size of each read; a read is the unit that latency delays.
+const bufSize = 32 << 10
+
+// Proxy forwards connections accepted on a loopback address to a target,
+// injecting the faults its methods switch on. All methods are safe for
+// concurrent use.
+type Proxy struct {
+	target string
+	ln     *net.TCPListener
+	wg     sync.WaitGroup
+
+	mu sync.Mutex
+	// healed is closed while forwarding is allowed; Blackhole replaces it
+	// with an open channel so that waiters block until Heal closes it.
+	healed    chan struct{}
+	latency   time.Duration
+	slowClose time.Duration
+	conns     map[*conn]struct{}
+	accepted  int
+	closed    bool
+}
+
+// conn is one proxied connection. Its upstream and forgotten fields are
+// guarded by Proxy.mu.
+type conn struct {
+	client *net.TCPConn
+	// ctx is cancelled when the connection is torn down, which interrupts
+	// every wait the connection's goroutines may be in.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	upstream  net.Conn
+	forgotten bool
+}
+
+// New starts a proxy listening on 127.0.0.1:0 that forwards each accepted
+// connection to target.
+func New(target string) (*Proxy, error) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	healed := make(chan struct{})
+	close(healed)
+	p := &Proxy{
+		target: target,
+		ln:     ln,
+		healed: healed,
+		conns:  make(map[*conn]struct{}),
+	}
+	p.wg.Go(p.acceptLoop)
+	return p, nil
+}
+
+// Addr returns the address clients should dial instead of the target.
+func (p *Proxy) Addr() string {
+	return p.ln.Addr().String()
+}
+
+// Blackhole stops forwarding in both directions without closing anything:
+// the proxy stops reading, so bytes stay queued as if the link dropped
+// packets that will be retransmitted. New connections are accepted but not
+// forwarded either; they are dialled to the target only after Heal, as a
+// retransmitted SYN would be.
+func (p *Proxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.healed:
+		p.healed = make(chan struct{})
+	default:
+	}
+}
+
+// Heal resumes forwarding; queued bytes flow on as TCP retransmission would
+// deliver them.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.healed:
+	default:
+		close(p.healed)
+	}
+}
+
+// Forget models a server that lost its state while the link was down: every
+// current upstream connection is closed, while its client side is left open
+// and silent forever. Nothing more is sent to such a client, not even a FIN,
+// and whatever it writes is read and discarded. Connections accepted after
+// Forget are forwarded normally.
+func (p *Proxy) Forget() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if c.upstream != nil {
+			c.forgotten = true
+			c.upstream.Close()
+		}
+	}
+}
+
+// ResetAll aborts every proxied connection with a TCP RST on the client side
+// and closes its upstream.
+func (p *Proxy) ResetAll() {
+	for _, c := range p.snapshot() {
+		p.drop(c, true)
+	}
+}
+
+// SetLatency delays every forwarded chunk in both directions by d; 0 means
+// no delay.
+func (p *Proxy) SetLatency(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latency = d
+}
+
+// SetSlowClose makes the proxy wait d after an upstream closes before it
+// closes the client side, modelling a slow FIN; 0 means no delay.
+func (p *Proxy) SetSlowClose(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slowClose = d
+}
+
+// Conns returns the number of proxied connections whose client side is
+// currently open, including forgotten ones.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// Accepted returns the number of connections accepted since New.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
+// Close stops the listener, closes every connection, and waits for all of the
+// proxy's goroutines to end.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	err := p.ln.Close()
+	for _, c := range p.snapshot() {
+		p.drop(c, false)
+	}
+	p.wg.Wait()
+	return err
+}
+
+func (p *Proxy) acceptLoop() {
+	for {
+		nc, err := p.ln.AcceptTCP()
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		c := &conn{client: nc, ctx: ctx, cancel: cancel}
+		p.mu.Lock()
+		p.accepted++
+		if p.closed {
+			// Close has already snapshotted the connections and would
+			// never tear this one down.
+			p.mu.Unlock()
+			cancel()
+			nc.Close()
+			continue
+		}
+		p.conns[c] = struct{}{}
+		p.mu.Unlock()
+		p.wg.Go(func() { p.serve(c) })
+	}
+}
+
+// serve dials the target for c once forwarding is allowed, then relays
+// client-to-server bytes itself while a second goroutine relays the reverse.
+func (p *Proxy) serve(c *conn) {
+	if !p.await(c) {
+		return
+	}
+	var d net.Dialer
+	up, err := d.DialContext(c.ctx, "tcp", p.target)
+	if err != nil {
+		p.drop(c, false)
+		return
+	}
+	p.mu.Lock()
+	if c.ctx.Err() != nil {
+		// Torn down while dialling: drop has already run and will not see
+		// this upstream.
+		p.mu.Unlock()
+		up.Close()
+		return
+	}
+	c.upstream = up
+	p.mu.Unlock()
+	p.wg.Go(func() { p.toClient(c, up) })
+	p.toServer(c, up)
+}
+
+// toServer relays the client's bytes to up, or discards them once c is
+// forgotten so that the client's writes keep succeeding.
+func (p *Proxy) toServer(c *conn, up net.Conn) {
+	buf := make([]byte, bufSize)
+	for p.await(c) {
+		n, err := c.client.Read(buf)
+		if n > 0 && !p.isForgotten(c) {
+			// A write failing because Forget closed up is expected: the
+			// client must go on being drained, not disconnected.
+			if !p.send(c, up, buf[:n]) && !p.isForgotten(c) {
+				p.drop(c, false)
+				return
+			}
+		}
+		if err != nil {
+			p.drop(c, false)
+			return
+		}
+	}
+}
+
+// toClient relays up's bytes to the client and forwards the upstream's close
+// after the slow-close delay, unless c is forgotten, in which case the client
+// must hear nothing at all.
+func (p *Proxy) toClient(c *conn, up net.Conn) {
+	buf := make([]byte, bufSize)
+	for p.await(c) {
+		n, err := up.Read(buf)
+		if p.isForgotten(c) {
+			return
+		}
+		if n > 0 && !p.send(c, c.client, buf[:n]) {
+			p.drop(c, false)
+			return
+		}
+		if err != nil {
+			p.mu.Lock()
+			d := p.slowClose
+			p.mu.Unlock()
+			pause(c.ctx, d)
+			p.drop(c, false)
+			return
+		}
+	}
+}
+
+// send writes b to dst after the configured latency, holding it back while
+// the link is blackholed. It reports false if c was torn down or the write
+// failed.
+func (p *Proxy) send(c *conn, dst net.Conn, b []byte) bool {
+	p.mu.Lock()
+	d := p.latency
+	p.mu.Unlock()
+	if !pause(c.ctx, d) || !p.await(c) {
+		return false
+	}
+	_, err := dst.Write(b)
+	return err == nil
+}
+
+// await blocks while the proxy is blackholed and reports whether c is still
+// alive afterwards.
+func (p *Proxy) await(c *conn) bool {
+	p.mu.Lock()
+	healed := p.healed
+	p.mu.Unlock()
+	select {
+	case <-healed:
+		return c.ctx.Err() == nil
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+func (p *Proxy) isForgotten(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return c.forgotten
+}
+
+func (p *Proxy) snapshot() []*conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs := make([]*conn, 0, len(p.conns))
+	for c := range p.conns {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// drop tears c down, sending an RST to the client if reset is set. It is
+// idempotent so that whichever goroutine notices a failure first can call it.
+func (p *Proxy) drop(c *conn, reset bool) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	// Cancelling under the lock pairs with serve's check, so an upstream is
+	// either visible here or closed by serve itself.
+	c.cancel()
+	up := c.upstream
+	p.mu.Unlock()
+	if reset {
+		c.client.SetLinger(0)
+	}
+	c.client.Close()
+	if up != nil {
+		up.Close()
+	}
+}
+
+// pause waits for d unless ctx ends first, and reports whether ctx is still
+// alive.
+func pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

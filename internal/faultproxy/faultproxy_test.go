@@ -1,0 +1,257 @@
+package faultproxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// silence is how long a read must stay blocked to count as "nothing arrives".
+const silence = 200 * time.Millisecond
+
+// patience bounds every wait for something that should arrive.
+const patience = 5 * time.Second
+
+// startServer runs handle on every connection accepted on a loopback
+// listener until the test ends, and returns the listener's address.
+func startServer(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		conns  = make(map[net.Conn]struct{})
+		closed bool
+	)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				continue
+			}
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func echo(c net.Conn) { io.Copy(c, c) }
+
+// setup starts a proxy in front of a server running handle. Cleanups run in
+// reverse, so the leak check runs last, after the proxy and server are closed.
+func setup(t *testing.T, handle func(net.Conn)) *Proxy {
+	t.Helper()
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	p, err := New(startServer(t, handle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func dial(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", p.Addr(), patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func write(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+}
+
+func expect(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(patience))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read %q: %v", want, err)
+	}
+	if string(got) != want {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+}
+
+func roundTrip(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	write(t, c, msg)
+	expect(t, c, msg)
+}
+
+// expectSilence checks that a read times out: no data and no EOF or reset.
+func expectSilence(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(silence))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read error %v, want a timeout", err)
+	}
+}
+
+// expectEnd checks that a read fails promptly, with an error matching want
+// if it is not nil.
+func expectEnd(t *testing.T, c net.Conn, want error) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(patience))
+	_, err := c.Read(make([]byte, 1))
+	switch {
+	case err == nil || errors.Is(err, os.ErrDeadlineExceeded):
+		t.Fatalf("read error %v, want the connection to end", err)
+	case want != nil && !errors.Is(err, want):
+		t.Fatalf("read error %v, want %v", err, want)
+	}
+}
+
+func expectCount(t *testing.T, what string, got, want int) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("%s = %d, want %d", what, got, want)
+	}
+}
+
+func expectAtLeast(t *testing.T, elapsed, want time.Duration) {
+	t.Helper()
+	if elapsed < want {
+		t.Fatalf("took %v, want at least %v", elapsed, want)
+	}
+}
+
+func TestForward(t *testing.T) {
+	p := setup(t, echo)
+	a, b := dial(t, p), dial(t, p)
+	roundTrip(t, a, "hello")
+	roundTrip(t, b, "world")
+	roundTrip(t, a, "again")
+	expectCount(t, "Conns", p.Conns(), 2)
+	expectCount(t, "Accepted", p.Accepted(), 2)
+}
+
+func TestBlackholeQueuesUntilHeal(t *testing.T) {
+	p := setup(t, echo)
+	established := dial(t, p)
+	roundTrip(t, established, "up")
+
+	p.Blackhole()
+	write(t, established, "queued")
+	expectSilence(t, established)
+	pending := dial(t, p)
+	write(t, pending, "pending")
+	expectSilence(t, pending)
+
+	p.Heal()
+	expect(t, established, "queued")
+	expect(t, pending, "pending")
+	expectCount(t, "Accepted", p.Accepted(), 2)
+}
+
+func TestForgetLeavesClientHalfOpen(t *testing.T) {
+	p := setup(t, echo)
+	forgotten := dial(t, p)
+	roundTrip(t, forgotten, "up")
+
+	p.Forget()
+	write(t, forgotten, "into the void")
+	expectSilence(t, forgotten)
+	write(t, forgotten, "still accepted")
+	expectSilence(t, forgotten)
+
+	fresh := dial(t, p)
+	roundTrip(t, fresh, "new")
+	expectCount(t, "Conns", p.Conns(), 2)
+
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectEnd(t, forgotten, nil)
+	expectCount(t, "Conns", p.Conns(), 0)
+}
+
+func TestResetAll(t *testing.T) {
+	p := setup(t, echo)
+	c := dial(t, p)
+	roundTrip(t, c, "up")
+
+	p.ResetAll()
+	expectCount(t, "Conns", p.Conns(), 0)
+	expectEnd(t, c, syscall.ECONNRESET)
+
+	roundTrip(t, dial(t, p), "new")
+}
+
+func TestLatency(t *testing.T) {
+	const d = 100 * time.Millisecond
+	p := setup(t, echo)
+	c := dial(t, p)
+	roundTrip(t, c, "up")
+
+	p.SetLatency(d)
+	start := time.Now()
+	roundTrip(t, c, "slow")
+	expectAtLeast(t, time.Since(start), 2*d) // one delay per direction
+}
+
+func TestSlowClose(t *testing.T) {
+	const d = 300 * time.Millisecond
+	p := setup(t, func(net.Conn) {})
+	p.SetSlowClose(d)
+
+	start := time.Now()
+	c := dial(t, p)
+	expectEnd(t, c, io.EOF)
+	expectAtLeast(t, time.Since(start), d)
+}
+
+func TestCloseWhileBlackholed(t *testing.T) {
+	p := setup(t, echo)
+	established := dial(t, p)
+	roundTrip(t, established, "up")
+
+	p.Blackhole()
+	p.SetLatency(time.Hour)
+	write(t, established, "stuck")
+	pending := dial(t, p)
+	expectSilence(t, pending)
+
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	expectEnd(t, established, nil)
+	expectEnd(t, pending, nil)
+}

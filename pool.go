@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -29,6 +30,7 @@ type Pool struct {
 	drained   chan struct{} // closed when the pool is closed and numOpen reaches 0
 
 	counters counters
+	lastWarn atomic.Int64 // unix nanos of the last rate-limited warning
 
 	mu      sync.Mutex // guards the fields below
 	idle    []*conn    // LIFO: the most recently returned last

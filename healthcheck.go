@@ -63,7 +63,11 @@ func earliest(t time.Time, ts ...time.Time) time.Time {
 // healthLoop runs the checker until the pool closes.
 func (p *Pool) healthLoop() {
 	defer p.wg.Done()
-	timer := time.NewTimer(p.cfg.healthInterval)
+	first := p.cfg.healthInterval
+	if p.cfg.leakThreshold > 0 {
+		first = min(first, p.cfg.leakThreshold)
+	}
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	for {
 		select {

@@ -1,0 +1,178 @@
+package redisalive_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/redistest"
+)
+
+// useConcurrently checks out n connections at once and returns them, so the
+// pool ends with n idle connections.
+func useConcurrently(t *testing.T, p *redisalive.Pool, n int) {
+	t.Helper()
+	var conns []redis.Conn
+	for range n {
+		c, err := p.Get(context.Background())
+		require.NoError(t, err)
+		_, err = c.Do("PING")
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		require.NoError(t, c.Close())
+	}
+	require.Equal(t, n, p.Stats().Idle)
+}
+
+// waitFor polls cond every 10ms until it holds or within passes, and
+// returns how long it took.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not true after %v", what, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func closeWait(t *testing.T, port int) int {
+	states, err := redistest.TCPStates(port)
+	require.NoError(t, err)
+	return states["CLOSE_WAIT"]
+}
+
+func TestServerIdleTimeoutLeavesNoCloseWaitAfterHealthCheckInterval(t *testing.T) {
+	srv := redistest.Start(t)
+	interval := 2 * time.Second
+	p, err := redisalive.NewPool(redisalive.Options{Addr: srv.Addr(), HealthCheckInterval: interval})
+	require.NoError(t, err)
+	defer p.Close()
+
+	srv.Do(t, "CONFIG", "SET", "timeout", "1")
+	useConcurrently(t, p, 5)
+
+	// The server drops the five idle connections after about a second;
+	// until the pool notices, each sits in CLOSE_WAIT on this side.
+	waitFor(t, 5*time.Second, "server closed the idle connections", func() bool { return closeWait(t, srv.Port()) == 5 })
+	took := waitFor(t, interval+2*time.Second, "no CLOSE_WAIT", func() bool { return closeWait(t, srv.Port()) == 0 })
+	t.Logf("CLOSE_WAIT sockets gone %v after the server closed them (HealthCheckInterval %v)", took, interval)
+
+	s := p.Stats()
+	assert.Equal(t, int64(5), s.DeadClosed)
+	assert.Equal(t, 0, s.Active)
+	dials := s.Dials
+	_, err = p.Do(context.Background(), "PING")
+	require.NoError(t, err, "the next Do must succeed first try")
+	assert.Equal(t, dials+1, p.Stats().Dials)
+}
+
+func TestCheckoutReplacesServerClosedConnectionInvisibly(t *testing.T) {
+	srv := redistest.Start(t)
+	p, err := redisalive.NewPool(redisalive.Options{Addr: srv.Addr(), HealthCheckInterval: time.Hour})
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Do(context.Background(), "SET", "k", "v")
+	require.NoError(t, err)
+
+	srv.Do(t, "CLIENT", "KILL", "TYPE", "normal") // spares the admin connection itself
+	waitFor(t, 5*time.Second, "pool's socket in CLOSE_WAIT", func() bool { return closeWait(t, srv.Port()) == 1 })
+
+	v, err := redis.String(p.Do(context.Background(), "GET", "k"))
+	require.NoError(t, err, "a server-closed idle connection must never reach the caller")
+	assert.Equal(t, "v", v)
+	s := p.Stats()
+	assert.Equal(t, int64(1), s.DeadClosed, "the checkout peek found the closed socket")
+	assert.Equal(t, int64(2), s.Dials)
+	assert.Equal(t, int64(0), s.HealthChecks, "the peek needs no PING")
+}
+
+func TestCloseLeavesServerConnectedClientsAtBaseline(t *testing.T) {
+	srv := redistest.Start(t)
+	baseline := srv.ConnectedClients(t)
+	p, err := redisalive.NewPool(redisalive.Options{Addr: srv.Addr()})
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				if _, err := p.Do(context.Background(), "INCR", "n"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Greater(t, srv.ConnectedClients(t), baseline)
+	require.NoError(t, p.Close())
+	srv.WaitConnectedClients(t, baseline, 2*time.Second)
+}
+
+func TestHealthCheckerPingsOnlyConnectionsIdleForAnInterval(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{HealthCheckInterval: 200 * time.Millisecond})
+	ctx := context.Background()
+	// Busy: used every 20ms for several intervals.
+	deadline := time.Now().Add(700 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		_, err := p.Do(ctx, "PING")
+		require.NoError(t, err)
+		time.Sleep(20 * time.Millisecond)
+	}
+	assert.Equal(t, int64(0), p.Stats().HealthChecks, "a busy connection needs no health PING")
+
+	// Idle: each interval brings one PING.
+	waitFor(t, 2*time.Second, "health PINGs of the idle connection", func() bool { return p.Stats().HealthChecks >= 2 })
+	assert.Equal(t, 1, p.Stats().Idle, "a healthy connection goes back to the idle list")
+}
+
+func TestHealthCheckerClosesConnectionsPastIdleTimeout(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{IdleTimeout: 100 * time.Millisecond, HealthCheckInterval: 50 * time.Millisecond})
+	useConcurrently(t, p, 3)
+	waitFor(t, 2*time.Second, "idle connections closed", func() bool { return p.Stats().IdleClosed == 3 })
+	assert.Equal(t, 0, p.Stats().Active)
+}
+
+func TestLeakDetectionLogsHolderStackOnce(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	p, _ := newMiniPool(t, redisalive.Options{LeakDetectionThreshold: 50 * time.Millisecond, Logger: logger})
+	c, err := p.Get(context.Background())
+	require.NoError(t, err)
+	waitFor(t, 2*time.Second, "leak reported", func() bool { return p.Stats().Leaks == 1 })
+	require.NoError(t, c.Close())
+	assert.Contains(t, buf.String(), "TestLeakDetectionLogsHolderStackOnce", "the log names the code that checked the connection out")
+	assert.Equal(t, int64(1), p.Stats().Leaks)
+}
+
+// syncBuffer is a bytes.Buffer safe for the pool's goroutine to write while
+// the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,40 @@
+# redisalive: `make test` installs redis-server (and iptables, for the
+# fault-injection suite) with apt-get when they are missing and you are
+# root, then runs every test with the race detector.
+
+GO ?= go
+PKGS := ./...
+
+.PHONY: test race bench lint deps build-examples
+
+test: deps lint build-examples race
+
+# Install what the real-server and kernel-fault tests need. Without root the
+# tests that need them skip with a message saying how to run them.
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	command -v ss >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "note: missing$$missing; tests needing them will skip (run as root to install)"; \
+		fi; \
+	fi
+
+race:
+	$(GO) test -race -count=1 -v -timeout 15m $(PKGS)
+
+bench:
+	cd bench && ./run.sh
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+build-examples:
+	$(GO) build -o /dev/null ./examples/...

@@ -1,0 +1,76 @@
+// Package redisalive is a Redis connection pool for redigo on which no call
+// can hang on a dead or half-open connection.
+//
+// Production Redis clients die quietly: a consumer blocked in BRPOP on a
+// socket whose peer vanished waits forever; a full pool blocks Get forever
+// and a nested checkout deadlocks the service; connections the server closed
+// pile up in CLOSE_WAIT; a process exits without closing its pool. A Pool
+// makes each of these impossible by bounding every wait and finding dead
+// sockets before a caller does.
+//
+//	p, err := redisalive.NewPool(redisalive.Options{Addr: "localhost:6379"})
+//	if err != nil { ... }
+//	defer p.Close()
+//	v, err := redis.String(p.Do(ctx, "GET", "key"))
+//
+// # Checkout
+//
+// Pool.Do checks out a connection, runs one command and returns the
+// connection, all under one deadline: the context's, or PoolTimeout plus
+// ReadTimeout. Pool.Get returns a redigo redis.Conn for pipelines and
+// transactions; its Close returns it to the pool. A checkout waits at most
+// until its context's deadline, or PoolTimeout, and then fails with a
+// *PoolTimeoutError (matching ErrPoolTimeout) that reports how long it
+// waited and how many connections were in use: the signature of a caller
+// that holds a connection while asking for another. LeakDetectionThreshold
+// logs the stack of code holding a connection too long.
+//
+// A connection that saw a network error, or whose command was cancelled
+// mid-flight, is closed rather than reused: its reply may still arrive.
+//
+// # Health checks
+//
+// Before handing out an idle connection the pool checks it cheaply: its age,
+// then a non-blocking MSG_PEEK read that sees a server's close without a
+// round trip (Unix only), then a PING if the connection has been idle
+// longer than HealthCheckInterval. A dead connection is replaced with a new
+// one invisibly, because the failure is certain to have happened before the
+// caller's command was sent. In the background a checker PINGs every
+// connection idle for a full HealthCheckInterval, all in one pipelined
+// pass, and closes the dead and expired ones; connections in regular use
+// are never pinged.
+//
+// # Keepalive
+//
+// Every socket gets TCP keepalive with explicit idle, interval and count
+// (the kernel's defaults take over two hours to notice a dead peer) and, on
+// Linux, TCP_USER_TIMEOUT, which bounds how long written data may go
+// unacknowledged, the one case keepalive cannot cover. With the defaults the
+// kernel declares a silent peer dead within 20 seconds.
+//
+// # Blocking reads
+//
+// Pool.BRPop, Pool.BLPop and Pool.BLMove block until an element arrives or
+// the context ends, in rounds of at most BlockSlice with a read deadline
+// just past it, so a read on a dead link returns within one slice. A failed
+// round redials with capped, jittered exponential backoff, and the
+// abandoned connection is killed on the server so it cannot take the next
+// element. Cancellation returns at once.
+//
+// # Queue
+//
+// BRPop is at most once: an element popped for a reply lost on a dying
+// connection is gone. Queue is at least once: Consume moves each element
+// atomically into a per-consumer processing list (BLMOVE) and removes it
+// only after the handler succeeded, retries failed items up to a limit and
+// then dead-letters them, and recovers the items of consumers that died.
+//
+// # Metrics and shutdown
+//
+// Pool.Stats returns gauges (Active, Idle, InUse, Waiting) and counters,
+// with one counter per reason a connection was closed. Pool.Close closes
+// idle connections at once and in-use ones as they return, within a bound;
+// Pool.Shutdown drains gracefully until its context ends. After either
+// returns, none of the pool's goroutines runs and none of its sockets is
+// open.
+package redisalive

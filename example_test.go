@@ -1,0 +1,120 @@
+package redisalive_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/redisalive/redisalive"
+)
+
+// startExampleServer stands in for a real Redis so the examples run
+// anywhere.
+func startExampleServer() *miniredis.Miniredis {
+	mr, err := miniredis.Run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	return mr
+}
+
+func Example() {
+	mr := startExampleServer()
+	defer mr.Close()
+
+	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close() // the server releases every connection
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := p.Do(ctx, "SET", "greeting", "hello"); err != nil {
+		log.Fatal(err)
+	}
+	v, err := redis.String(p.Do(ctx, "GET", "greeting"))
+	fmt.Println(v, err)
+	// Output: hello <nil>
+}
+
+func ExamplePool_Get() {
+	mr := startExampleServer()
+	defer mr.Close()
+	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	c, err := p.Get(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close() // back to the pool
+
+	// Pipeline two commands in one round trip.
+	c.Send("INCR", "visits")
+	c.Send("INCR", "visits")
+	c.Flush()
+	first, _ := redis.Int(c.Receive())
+	second, _ := redis.Int(c.Receive())
+	fmt.Println(first, second)
+	// Output: 1 2
+}
+
+func ExamplePool_BRPop() {
+	mr := startExampleServer()
+	defer mr.Close()
+	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.Do(context.Background(), "LPUSH", "jobs", "job-1")
+	}()
+	// Blocks until an element arrives or ctx ends, however the network fails.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key, value, err := p.BRPop(ctx, "jobs")
+	fmt.Println(key, value, err)
+	// Output: jobs job-1 <nil>
+}
+
+func ExamplePoolTimeoutError() {
+	mr := startExampleServer()
+	defer mr.Close()
+	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr(), MaxActive: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	held, _ := p.Get(context.Background())
+	defer held.Close()
+
+	// A nested checkout on a full pool fails at its deadline instead of
+	// deadlocking.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = p.Do(ctx, "PING")
+	var pte *redisalive.PoolTimeoutError
+	if errors.As(err, &pte) {
+		fmt.Printf("timeout: %d/%d in use, ErrPoolTimeout=%t\n", pte.InUse, pte.MaxActive, errors.Is(err, redisalive.ErrPoolTimeout))
+	}
+	// Output: timeout: 1/1 in use, ErrPoolTimeout=true
+}
+
+func ExampleParseURL() {
+	opts, err := redisalive.ParseURL("redis://:secret@cache:6380/2?read_timeout=500ms")
+	fmt.Println(opts.Addr, opts.DB, opts.ReadTimeout, err)
+	// Output: cache:6380 2 500ms <nil>
+}

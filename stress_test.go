@@ -1,0 +1,98 @@
+package redisalive_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redisalive/redisalive"
+)
+
+// TestRandomGetDoCancelCloseKeepsPoolConsistent hammers a small pool with a
+// random mix of Do, Get/Close, cancelled and timed-out calls from many
+// goroutines for a bounded time, then closes the pool mid-traffic. Every
+// call must end with a result or one of the documented errors, and
+// afterwards no connection may be open.
+func TestRandomGetDoCancelCloseKeepsPoolConsistent(t *testing.T) {
+	p, mr := newMiniPool(t, redisalive.Options{MaxActive: 4, PoolTimeout: 50 * time.Millisecond, BlockSlice: 20 * time.Millisecond})
+	stop := time.Now().Add(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	unexpected := make(chan error, 100)
+	for g := range 16 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := 0; i < 100_000 && time.Now().Before(stop); i++ {
+				if err := randomCall(p, rng); err != nil && !expectedStressError(err) {
+					select {
+					case unexpected <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second) // let traffic run, then close under it
+	closeErr := p.Close()
+	wg.Wait()
+	close(unexpected)
+	for err := range unexpected {
+		t.Errorf("unexpected error: %v", err)
+	}
+	if closeErr != nil {
+		assert.ErrorIs(t, closeErr, context.DeadlineExceeded)
+	}
+	s := p.Stats()
+	t.Logf("stats after the run: %+v", s)
+	assert.Positive(t, s.WaitCount, "the pool was never contended: the test proves nothing")
+	assert.Positive(t, s.ErrorClosed, "no call was ever cancelled mid-command")
+	assert.Equal(t, 0, s.Active, "stats after Close: %+v", s)
+	assert.Equal(t, 0, s.Waiting)
+	require.Eventually(t, func() bool { return mr.CurrentConnectionCount() == 0 }, 2*time.Second, 10*time.Millisecond,
+		"server still has %d connections", mr.CurrentConnectionCount())
+}
+
+func randomCall(p *redisalive.Pool, rng *rand.Rand) error {
+	ctx := context.Background()
+	var cancel context.CancelFunc = func() {}
+	switch rng.IntN(4) {
+	case 0:
+		ctx, cancel = context.WithCancel(ctx)
+		time.AfterFunc(time.Duration(rng.IntN(200))*time.Microsecond, cancel)
+	case 1:
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(rng.IntN(2000))*time.Microsecond)
+	}
+	defer cancel()
+	switch rng.IntN(4) {
+	case 0:
+		c, err := p.Get(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if rng.IntN(2) == 0 {
+			c.Send("INCR", "n")
+		}
+		_, err = c.Do("INCR", "n")
+		return err
+	case 1:
+		_, _, err := p.BRPop(ctx, "stress-list")
+		return err
+	case 2:
+		_, err := p.Do(ctx, "LPUSH", "stress-list", "x")
+		return err
+	default:
+		_, err := p.Do(ctx, "INCR", "n")
+		return err
+	}
+}
+
+func expectedStressError(err error) bool {
+	return errors.Is(err, redisalive.ErrPoolClosed) || errors.Is(err, redisalive.ErrPoolTimeout) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

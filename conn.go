@@ -65,13 +65,6 @@ func (c *limitConn) abort() {
 	c.mu.Unlock()
 }
 
-func underlyingConn(nc net.Conn) net.Conn {
-	if tc, ok := nc.(*tls.Conn); ok {
-		return tc.NetConn()
-	}
-	return nc
-}
-
 // conn is one pooled connection. Fields other than those marked are owned by
 // whoever holds the connection: the caller that checked it out, or the pool
 // while it is idle or being checked.
@@ -94,7 +87,12 @@ type conn struct {
 
 func newConn(nc net.Conn, cfg *config, now time.Time) *conn {
 	c := &conn{nc: &limitConn{Conn: nc}, createdAt: now, returnedAt: now}
-	c.check.init(underlyingConn(nc))
+	if _, isTLS := nc.(*tls.Conn); !isTLS {
+		// Under TLS the raw socket can hold records the client has not read
+		// yet (TLS 1.3 session tickets), which a peek would take for a
+		// protocol error; health PINGs cover TLS connections instead.
+		c.check.init(nc)
+	}
 	c.rc = redis.NewConn(c.nc, cfg.readTimeout, cfg.writeTimeout)
 	return c
 }

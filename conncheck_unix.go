@@ -29,7 +29,7 @@ type peeker struct {
 }
 
 func (p *peeker) init(nc net.Conn) {
-	sc, ok := underlyingConn(nc).(syscall.Conn)
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package faultnet injects real kernel network faults (dropped packets,
 // resets, destroyed sockets) for tests, confined to a private network
 // namespace so that nothing on the host network is touched.

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -119,10 +118,10 @@ func (s *Server) launch(port int) error {
 	cmd := exec.Command(s.bin, args...)
 	// Config errors go to stdout/stderr before the logfile is opened.
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Pdeathsig kills the server even if the test binary dies without
-	// running Cleanup; its own process group keeps terminal signals meant
+	// The server dies with the test binary even if Cleanup never runs;
+	// its own process group keeps terminal signals meant
 	// for go test away from it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
 		return err
 	}

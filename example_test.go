@@ -23,6 +23,18 @@ func startExampleServer() *miniredis.Miniredis {
 	return mr
 }
 
+// examplePool returns a pool on a fresh miniredis and a func that closes
+// both.
+func examplePool(opts redisalive.Options) (*redisalive.Pool, func()) {
+	mr := startExampleServer()
+	opts.Addr = mr.Addr()
+	p, err := redisalive.NewPool(opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return p, func() { p.Close(); mr.Close() }
+}
+
 func Example() {
 	mr := startExampleServer()
 	defer mr.Close()
@@ -44,13 +56,8 @@ func Example() {
 }
 
 func ExamplePool_Get() {
-	mr := startExampleServer()
-	defer mr.Close()
-	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr()})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer p.Close()
+	p, stop := examplePool(redisalive.Options{})
+	defer stop()
 
 	c, err := p.Get(context.Background())
 	if err != nil {
@@ -69,13 +76,8 @@ func ExamplePool_Get() {
 }
 
 func ExamplePool_BRPop() {
-	mr := startExampleServer()
-	defer mr.Close()
-	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr()})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer p.Close()
+	p, stop := examplePool(redisalive.Options{})
+	defer stop()
 
 	go func() {
 		time.Sleep(50 * time.Millisecond)
@@ -90,13 +92,8 @@ func ExamplePool_BRPop() {
 }
 
 func ExamplePoolTimeoutError() {
-	mr := startExampleServer()
-	defer mr.Close()
-	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr(), MaxActive: 1})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer p.Close()
+	p, stop := examplePool(redisalive.Options{MaxActive: 1})
+	defer stop()
 
 	held, _ := p.Get(context.Background())
 	defer held.Close()
@@ -105,7 +102,7 @@ func ExamplePoolTimeoutError() {
 	// deadlocking.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = p.Do(ctx, "PING")
+	_, err := p.Do(ctx, "PING")
 	var pte *redisalive.PoolTimeoutError
 	if errors.As(err, &pte) {
 		fmt.Printf("timeout: %d/%d in use, ErrPoolTimeout=%t\n", pte.InUse, pte.MaxActive, errors.Is(err, redisalive.ErrPoolTimeout))

@@ -79,9 +79,11 @@ type Options struct {
 	// DefaultKeepAliveIdle, DefaultKeepAliveInterval and
 	// DefaultKeepAliveCount.
 	KeepAlive KeepAlive
-	// TCPUserTimeout (Linux only; ignored elsewhere) is how long written
+	// TCPUserTimeout (Linux only; ignored elsewhere) bounds how long written
 	// data may stay unacknowledged before the kernel drops the connection;
-	// keepalive cannot help while data is in flight. When set, Linux also
+	// keepalive cannot help while data is in flight. Linux counts it from
+	// the first retransmission, so a write fails about one retransmission
+	// timeout later than this (0.45 s on loopback). When set, Linux also
 	// ends keepalive probing after this long instead of after KeepAlive.Count
 	// probes. Zero: KeepAlive.Idle + KeepAlive.Interval * KeepAlive.Count
 	// (20 s with the defaults), so both paths give the same bound.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -216,13 +217,20 @@ func (p *Pool) backoff(ctx context.Context, failures int) error {
 // warnUnreachable logs a failed blocking round, at most once per warnEvery
 // for the whole pool, so an outage does not flood the log.
 func (p *Pool) warnUnreachable(cmd string, err error, failures int) {
-	now := time.Now().UnixNano()
-	last := p.lastWarn.Load()
-	if now-last < int64(warnEvery) || !p.lastWarn.CompareAndSwap(last, now) {
-		return
+	if p.blockLog.allow() {
+		p.cfg.logger.Warn("redisalive: blocking read failed; retrying on a new connection",
+			"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
 	}
-	p.cfg.logger.Warn("redisalive: blocking read failed; retrying on a new connection",
-		"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
+}
+
+// logLimit lets one log line of a kind through per warnEvery, so that a
+// failure repeating for every item or every beat cannot flood the log.
+type logLimit struct{ last atomic.Int64 }
+
+func (l *logLimit) allow() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	return now-last >= int64(warnEvery) && l.last.CompareAndSwap(last, now)
 }
 
 // serverTimeout formats a blocking command's timeout in seconds: whole

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -30,7 +29,7 @@ type Pool struct {
 	drained   chan struct{} // closed when the pool is closed and numOpen reaches 0
 
 	counters counters
-	lastWarn atomic.Int64 // unix nanos of the last rate-limited warning
+	blockLog logLimit // rate limit for blocking-read warnings
 
 	mu      sync.Mutex // guards the fields below
 	idle    []*conn    // LIFO: the most recently returned last

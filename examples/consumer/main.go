@@ -1,0 +1,184 @@
+// Command consumer is a redisalive Queue worker to copy. It handles jobs
+// until SIGINT or SIGTERM, then stops taking new ones, lets running jobs
+// finish, and shuts its pool down so the server releases every connection.
+//
+//	go run ./examples/consumer                       # demo: embedded server, -jobs jobs, exits when all are done
+//	go run ./examples/consumer -addr localhost:6379  # worker on a real Redis; feed it with examples/producer
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/redisalive/redisalive"
+)
+
+const (
+	progressEvery   = 500             // jobs between progress lines
+	shutdownTimeout = 5 * time.Second // for connections still in use at exit
+)
+
+func main() {
+	addr := flag.String("addr", os.Getenv("REDIS_URL"),
+		"Redis URL (redis://...) or host:port; default $REDIS_URL, else an embedded server fed -jobs jobs")
+	queue := flag.String("queue", "jobs", "queue name")
+	jobs := flag.Int("jobs", 3000, "jobs to produce to the embedded server")
+	concurrency := flag.Int("concurrency", 4, "jobs handled at once")
+	flag.Parse()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(*addr, *queue, *jobs, *concurrency, logger); err != nil {
+		logger.Error("consumer failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, queue string, jobs, concurrency int, logger *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// A second signal kills at once, should running jobs take too long.
+	context.AfterFunc(ctx, stop)
+
+	demo := addr == ""
+	var opts redisalive.Options
+	if demo {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return err
+		}
+		defer mr.Close()
+		opts.Addr = mr.Addr()
+	} else {
+		var err error
+		if opts, err = poolOptions(addr); err != nil {
+			return err
+		}
+	}
+	opts.Logger = logger
+	// One connection per handler waiting for a job, plus two for acks and
+	// heartbeats.
+	opts.MaxActive = cmp.Or(opts.MaxActive, concurrency+2)
+	p, err := redisalive.NewPool(opts)
+	if err != nil {
+		return err
+	}
+	q, err := redisalive.NewQueue(p, queue, redisalive.QueueOptions{Concurrency: concurrency})
+	if err != nil {
+		p.Close()
+		return err
+	}
+
+	ctx, finish := context.WithCancel(ctx)
+	defer finish()
+	w := &worker{logger: logger, seen: make(map[string]int)}
+	if demo {
+		if err := produce(ctx, q, jobs); err != nil {
+			p.Close()
+			return err
+		}
+		w.target, w.done = jobs, finish
+	}
+	logger.Info("consuming", "key", q.PendingKey(), "addr", opts.Addr, "consumer", q.ConsumerID(), "concurrency", concurrency)
+	start := time.Now()
+	consumeErr := q.Consume(ctx, w.handle)
+	elapsed := time.Since(start)
+
+	// Consume has returned every connection it used; Shutdown closes them
+	// and waits for any straggler, bounded.
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	shutdownErr := p.Shutdown(sctx)
+
+	handled, duplicates := w.counts()
+	s := q.Stats()
+	fmt.Printf("handled %d distinct jobs (%d duplicates), %d retried, %d dead-lettered, %d requeued in %v\n",
+		handled, duplicates, s.Retried, s.DeadLettered, s.Requeued, elapsed.Round(time.Millisecond))
+	fmt.Printf("pool: %+v\n", p.Stats())
+
+	if !errors.Is(consumeErr, context.Canceled) {
+		return consumeErr
+	}
+	if demo && handled < jobs {
+		return fmt.Errorf("interrupted after %d of %d jobs", handled, jobs)
+	}
+	return shutdownErr
+}
+
+// worker handles jobs and counts them, telling duplicates apart by
+// payload.
+type worker struct {
+	logger *slog.Logger
+	target int    // jobs after which to call done; 0: run until stopped
+	done   func() // ends Consume
+
+	mu         sync.Mutex
+	seen       map[string]int
+	duplicates int
+}
+
+func (w *worker) handle(ctx context.Context, payload []byte) error {
+	// Real work goes here. Return an error to have the job retried; honour
+	// ctx for work that can be cut short at shutdown. A job can arrive
+	// twice, so the work must be idempotent.
+	w.mu.Lock()
+	w.seen[string(payload)]++
+	first := w.seen[string(payload)] == 1
+	if !first {
+		w.duplicates++
+	}
+	handled := len(w.seen)
+	w.mu.Unlock()
+
+	if !first {
+		w.logger.Warn("duplicate delivery", "job", string(payload))
+		return nil
+	}
+	if handled%progressEvery == 0 {
+		w.logger.Info("progress", "handled", handled)
+	}
+	if handled == w.target {
+		w.done()
+	}
+	return nil
+}
+
+func (w *worker) counts() (handled, duplicates int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.seen), w.duplicates
+}
+
+// produce feeds the embedded server, as examples/producer would a real one.
+func produce(ctx context.Context, q *redisalive.Queue, n int) error {
+	const batch = 1000
+	for sent := 0; sent < n; {
+		jobs := make([][]byte, 0, min(batch, n-sent))
+		for range cap(jobs) {
+			jobs = append(jobs, fmt.Appendf(nil, "demo/%d", sent))
+			sent++
+		}
+		if err := q.Push(ctx, jobs...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// poolOptions reads a redis:// URL or a bare host:port.
+func poolOptions(addr string) (redisalive.Options, error) {
+	if strings.Contains(addr, "://") {
+		return redisalive.ParseURL(addr)
+	}
+	return redisalive.Options{Addr: addr}, nil
+}

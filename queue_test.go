@@ -1,0 +1,593 @@
+package redisalive_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/redistest"
+)
+
+// fastRecovery makes recovery quick enough for unit tests: beats every 50 ms,
+// dead after 250 ms. Pools for it should use a short BlockSlice, which
+// bounds how long an orphan waits.
+var fastRecovery = redisalive.QueueOptions{HeartbeatInterval: 50 * time.Millisecond, DeadAfter: 250 * time.Millisecond}
+
+const (
+	queueSlice = 100 * time.Millisecond
+	queueWait  = 5 * time.Second // bound on every Eventually in the unit tests
+	queuePoll  = 10 * time.Millisecond
+)
+
+func newTestQueue(t *testing.T, p *redisalive.Pool, opts redisalive.QueueOptions) *redisalive.Queue {
+	t.Helper()
+	q, err := redisalive.NewQueue(p, "jobs", opts)
+	require.NoError(t, err)
+	return q
+}
+
+// startConsume runs q.Consume in the background. The returned stop cancels
+// it and returns Consume's error; it also runs when the test ends.
+func startConsume(t *testing.T, q *redisalive.Queue, handler func(context.Context, []byte) error) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Consume(ctx, handler) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Consume did not return within 10s of its context ending")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// payloadRecorder is a handler that notes every payload it is given, in order.
+type payloadRecorder struct {
+	mu   sync.Mutex
+	seen []string
+	fail func(payload string, attempt int) error // nil: always succeed
+}
+
+func (r *payloadRecorder) handle(_ context.Context, payload []byte) error {
+	r.mu.Lock()
+	r.seen = append(r.seen, string(payload))
+	attempt := 0
+	for _, s := range r.seen {
+		if s == string(payload) {
+			attempt++
+		}
+	}
+	r.mu.Unlock()
+	if r.fail != nil {
+		return r.fail(string(payload), attempt)
+	}
+	return nil
+}
+
+func (r *payloadRecorder) calls() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...)
+}
+
+func (r *payloadRecorder) count(payload string) int {
+	n := 0
+	for _, s := range r.calls() {
+		if s == payload {
+			n++
+		}
+	}
+	return n
+}
+
+func listLen(t *testing.T, p *redisalive.Pool, key string) int {
+	t.Helper()
+	n, err := redis.Int(p.Do(context.Background(), "LLEN", key))
+	require.NoError(t, err)
+	return n
+}
+
+func listRange(t *testing.T, p *redisalive.Pool, key string) []string {
+	t.Helper()
+	items, err := redis.Strings(p.Do(context.Background(), "LRANGE", key, 0, -1))
+	require.NoError(t, err)
+	return items
+}
+
+func pushStrings(t *testing.T, q *redisalive.Queue, payloads ...string) {
+	t.Helper()
+	bs := make([][]byte, len(payloads))
+	for i, s := range payloads {
+		bs[i] = []byte(s)
+	}
+	require.NoError(t, q.Push(context.Background(), bs...))
+}
+
+// registered reports whether q's consumer has beaten at least once, which
+// Consume does before it takes any item.
+func registered(p *redisalive.Pool, q *redisalive.Queue) bool {
+	_, err := redis.Float64(p.Do(context.Background(), "ZSCORE", q.ConsumersKey(), q.ConsumerID()))
+	return err == nil
+}
+
+// requireDrained fails unless q's pending and processing lists are empty.
+func requireDrained(t *testing.T, p *redisalive.Pool, q *redisalive.Queue) {
+	t.Helper()
+	require.Zero(t, listLen(t, p, q.PendingKey()), "got items left in pending, want none")
+	require.Zero(t, listLen(t, p, q.ProcessingKey()), "got items left in processing, want none")
+}
+
+func TestNewQueueNamesKeysWithOneHashTag(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{})
+	q, err := redisalive.NewQueue(p, "mail", redisalive.QueueOptions{ConsumerID: "w1"})
+	require.NoError(t, err)
+	assert.Equal(t, "mail", q.Name())
+	assert.Equal(t, "w1", q.ConsumerID())
+	assert.Equal(t, "{mail}:pending", q.PendingKey())
+	assert.Equal(t, "{mail}:processing:w1", q.ProcessingKey())
+	assert.Equal(t, "{mail}:consumers", q.ConsumersKey())
+	assert.Equal(t, "{mail}:dead", q.DeadLetterKey())
+
+	other, err := redisalive.NewQueue(p, "mail", redisalive.QueueOptions{})
+	require.NoError(t, err)
+	assert.NotEqual(t, q.ConsumerID(), other.ConsumerID())
+	assert.NotEmpty(t, other.ConsumerID())
+}
+
+func TestNewQueueRejectsInvalidOptions(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{MaxActive: 4})
+	tests := []struct {
+		name  string
+		pool  *redisalive.Pool
+		queue string
+		opts  redisalive.QueueOptions
+		want  string
+	}{
+		{"nil pool", nil, "q", redisalive.QueueOptions{}, "nil Pool"},
+		{"empty name", p, "", redisalive.QueueOptions{}, "name is required"},
+		{"negative Concurrency", p, "q", redisalive.QueueOptions{Concurrency: -1}, "Concurrency"},
+		{"negative MaxAttempts", p, "q", redisalive.QueueOptions{MaxAttempts: -1}, "MaxAttempts"},
+		{"negative HeartbeatInterval", p, "q", redisalive.QueueOptions{HeartbeatInterval: -time.Second}, "HeartbeatInterval"},
+		{"negative DeadAfter", p, "q", redisalive.QueueOptions{DeadAfter: -time.Second}, "DeadAfter"},
+		{"DeadAfter equal to HeartbeatInterval", p, "q",
+			redisalive.QueueOptions{HeartbeatInterval: time.Second, DeadAfter: time.Second}, "must exceed HeartbeatInterval"},
+		{"DeadAfter below the default HeartbeatInterval", p, "q",
+			redisalive.QueueOptions{DeadAfter: time.Second}, "must exceed HeartbeatInterval"},
+		{"Concurrency using every connection", p, "q", redisalive.QueueOptions{Concurrency: 4}, "MaxActive (4)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, err := redisalive.NewQueue(tt.pool, tt.queue, tt.opts)
+			require.ErrorIs(t, err, redisalive.ErrInvalidOptions)
+			assert.Nil(t, q)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func TestQueueDeliversEveryItemExactlyOnceWithoutFaults(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 4})
+	const n = 300
+	payloads := make([]string, n)
+	for i := range payloads {
+		payloads[i] = "job-" + strconv.Itoa(i)
+	}
+	pushStrings(t, q, payloads...)
+	rec := &payloadRecorder{}
+	startConsume(t, q, rec.handle)
+
+	require.Eventually(t, func() bool { return q.Stats().Handled == n }, queueWait, queuePoll)
+	calls := rec.calls()
+	require.Len(t, calls, n, "got %d handler calls, want %d", len(calls), n)
+	for _, s := range payloads {
+		assert.Equal(t, 1, rec.count(s), "payload %s", s)
+	}
+	requireDrained(t, p, q)
+	assert.Equal(t, redisalive.QueueStats{Handled: n}, q.Stats())
+}
+
+func TestQueueConsumesInPushOrderWithOneHandler(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	pushStrings(t, q, "a", "b")
+	pushStrings(t, q, "c")
+	rec := &payloadRecorder{}
+	startConsume(t, q, rec.handle)
+	require.Eventually(t, func() bool { return len(rec.calls()) == 3 }, queueWait, queuePoll)
+	assert.Equal(t, []string{"a", "b", "c"}, rec.calls())
+}
+
+func TestQueueRetriesFailingItemThenDeadLettersItAfterMaxAttempts(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{MaxAttempts: 3})
+	rec := &payloadRecorder{fail: func(payload string, _ int) error {
+		if payload == "poison" {
+			return errors.New("cannot parse")
+		}
+		return nil
+	}}
+	pushStrings(t, q, "poison", "fine")
+	startConsume(t, q, rec.handle)
+
+	require.Eventually(t, func() bool { return q.Stats().DeadLettered == 1 && q.Stats().Handled == 1 }, queueWait, queuePoll)
+	assert.Equal(t, []string{"poison"}, listRange(t, p, q.DeadLetterKey()), "the dead-letter list holds the bare payload")
+	assert.Equal(t, 3, rec.count("poison"), "got %d attempts, want MaxAttempts", rec.count("poison"))
+	assert.Equal(t, 1, rec.count("fine"))
+	assert.Equal(t, redisalive.QueueStats{Handled: 1, Retried: 2, DeadLettered: 1}, q.Stats())
+	requireDrained(t, p, q)
+}
+
+func TestQueueTreatsHandlerPanicAsFailure(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	rec := &payloadRecorder{fail: func(_ string, attempt int) error {
+		if attempt == 1 {
+			panic("nil map")
+		}
+		return nil
+	}}
+	pushStrings(t, q, "fragile")
+	startConsume(t, q, rec.handle)
+
+	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	assert.Equal(t, []string{"fragile", "fragile"}, rec.calls())
+	assert.Equal(t, redisalive.QueueStats{Handled: 1, Retried: 1}, q.Stats())
+	requireDrained(t, p, q)
+}
+
+func TestQueueTakesBarePayloadsFromOtherProducers(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	// As a producer in another language would, and one that only looks
+	// like an envelope.
+	bare := []string{`{"to":"a@b.c"}`, "ra1:x:y"}
+	_, err := p.Do(context.Background(), "LPUSH", q.PendingKey(), bare[0], bare[1])
+	require.NoError(t, err)
+	rec := &payloadRecorder{fail: func(_ string, attempt int) error {
+		if attempt == 1 {
+			return errors.New("try again")
+		}
+		return nil
+	}}
+	startConsume(t, q, rec.handle)
+
+	require.Eventually(t, func() bool { return q.Stats().Handled == 2 }, queueWait, queuePoll)
+	for _, s := range bare {
+		assert.Equal(t, 2, rec.count(s), "payload %q: got %d calls, want 2 (one failure, one retry)", s, rec.count(s))
+	}
+	assert.Equal(t, redisalive.QueueStats{Handled: 2, Retried: 2}, q.Stats())
+}
+
+func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	ctx := context.Background()
+	ghost, err := redisalive.NewQueue(p, "jobs", redisalive.QueueOptions{ConsumerID: "ghost"})
+	require.NoError(t, err)
+	alive, err := redisalive.NewQueue(p, "jobs", redisalive.QueueOptions{ConsumerID: "alive"})
+	require.NoError(t, err)
+	// The ghost took a, b, c in that order and last beat in 1970; "alive"
+	// beats far in the future, so it must keep its item.
+	for _, cmd := range [][]any{
+		{"LPUSH", ghost.ProcessingKey(), "a", "b", "c"},
+		{"ZADD", ghost.ConsumersKey(), 1, "ghost"},
+		{"LPUSH", alive.ProcessingKey(), "mine"},
+		{"ZADD", alive.ConsumersKey(), time.Now().Add(time.Hour).UnixMilli(), "alive"},
+	} {
+		_, err := p.Do(ctx, cmd[0].(string), cmd[1:]...)
+		require.NoError(t, err)
+	}
+	q := newTestQueue(t, p, fastRecovery)
+	rec := &payloadRecorder{}
+	startConsume(t, q, rec.handle)
+
+	require.Eventually(t, func() bool { return len(rec.calls()) == 3 }, queueWait, queuePoll)
+	assert.Equal(t, []string{"a", "b", "c"}, rec.calls(), "recovered items are taken oldest first")
+	assert.Zero(t, listLen(t, p, ghost.ProcessingKey()))
+	_, err = redis.Float64(p.Do(ctx, "ZSCORE", q.ConsumersKey(), "ghost"))
+	assert.ErrorIs(t, err, redis.ErrNil, "a consumer dead for long is forgotten")
+	assert.Equal(t, []string{"mine"}, listRange(t, p, alive.ProcessingKey()))
+	assert.Equal(t, int64(3), q.Stats().Requeued)
+}
+
+func TestQueueRequeuesItemOrphanedInItsOwnProcessingList(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, fastRecovery)
+	rec := &payloadRecorder{}
+	startConsume(t, q, rec.handle)
+	// What a BLMOVE on a zombie connection does: the item lands in our
+	// list and no worker ever hears of it.
+	_, err := p.Do(context.Background(), "LPUSH", q.ProcessingKey(), "lost-reply")
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return rec.count("lost-reply") == 1 }, queueWait, queuePoll)
+	assert.Equal(t, redisalive.QueueStats{Handled: 1, Requeued: 1}, q.Stats())
+	require.Eventually(t, func() bool { return listLen(t, p, q.ProcessingKey()) == 0 }, queueWait, queuePoll)
+}
+
+func TestQueueDoesNotRequeueItemsItsHandlersHold(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, fastRecovery)
+	started, release := make(chan struct{}), make(chan struct{})
+	startConsume(t, q, func(context.Context, []byte) error {
+		close(started)
+		<-release
+		return nil
+	})
+	pushStrings(t, q, "slow")
+	awaitClosed(t, started)
+	// Orphan scans run meanwhile, for twice the orphan age.
+	assert.Never(t, func() bool { return q.Stats().Requeued > 0 || listLen(t, p, q.PendingKey()) > 0 },
+		2*(queueSlice+time.Second), 50*time.Millisecond)
+	close(release)
+	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	requireDrained(t, p, q)
+}
+
+func TestQueueRunsConcurrencyHandlersAtOnce(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 4})
+	var running, peak atomic.Int32
+	release := make(chan struct{})
+	startConsume(t, q, func(context.Context, []byte) error {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for old := peak.Load(); n > old && !peak.CompareAndSwap(old, n); old = peak.Load() {
+		}
+		<-release
+		return nil
+	})
+	pushStrings(t, q, "1", "2", "3", "4", "5", "6", "7", "8")
+
+	require.Eventually(t, func() bool { return running.Load() == 4 }, queueWait, queuePoll)
+	assert.Equal(t, 4, listLen(t, p, q.PendingKey()), "got %d items pending, want the 4 no handler is free for")
+	close(release)
+	require.Eventually(t, func() bool { return q.Stats().Handled == 8 }, queueWait, queuePoll)
+	assert.Equal(t, int32(4), peak.Load(), "got a peak of %d handlers at once, want Concurrency", peak.Load())
+}
+
+func TestConsumeRefusesToRunTwiceOnOneQueue(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	stop := startConsume(t, q, (&payloadRecorder{}).handle)
+	require.Eventually(t, func() bool { return registered(p, q) }, queueWait, queuePoll)
+	err := q.Consume(context.Background(), (&payloadRecorder{}).handle)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "already running")
+	require.ErrorIs(t, stop(), context.Canceled)
+}
+
+func TestConsumeReturnsOnlyAfterInFlightHandlerFinished(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 2})
+	started, release := make(chan struct{}), make(chan struct{})
+	var finished atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var returned atomic.Bool
+	var err error
+	var finishedAtReturn bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err = q.Consume(ctx, func(context.Context, []byte) error {
+			close(started)
+			<-release // deliberately deaf to ctx: some work must not be cut short
+			finished.Store(true)
+			return nil
+		})
+		finishedAtReturn = finished.Load()
+		returned.Store(true)
+	}()
+	pushStrings(t, q, "long")
+	awaitClosed(t, started)
+
+	cancel()
+	assert.Never(t, returned.Load, 300*time.Millisecond, queuePoll, "Consume returned while a handler ran")
+	close(release)
+	awaitClosed(t, done)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.True(t, finishedAtReturn, "Consume returned before its handler finished")
+	assert.Equal(t, redisalive.QueueStats{Handled: 1}, q.Stats(), "an item handled during shutdown is acked")
+	requireDrained(t, p, q)
+}
+
+func TestConsumeRequeuesItemInterruptedByShutdownWithoutCountingAttempt(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{MaxAttempts: 1})
+	started := make(chan struct{})
+	stop := startConsume(t, q, func(ctx context.Context, _ []byte) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	pushStrings(t, q, "interrupted")
+	awaitClosed(t, started)
+
+	require.ErrorIs(t, stop(), context.Canceled)
+	pending := listRange(t, p, q.PendingKey())
+	require.Len(t, pending, 1)
+	assert.True(t, strings.HasPrefix(pending[0], "ra1:0:") && strings.HasSuffix(pending[0], ":interrupted"),
+		"got %q pending, want the item with 0 attempts", pending[0])
+	assert.Zero(t, listLen(t, p, q.DeadLetterKey()), "even with MaxAttempts 1, shutdown must not dead-letter")
+	assert.Equal(t, redisalive.QueueStats{Requeued: 1}, q.Stats())
+}
+
+func TestConsumeRequeuesLeftoversAndLeavesItsEntryToExpireOnReturn(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	stop := startConsume(t, q, (&payloadRecorder{}).handle)
+	// An item handled shows the workers are running.
+	pushStrings(t, q, "first")
+	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	_, err := p.Do(context.Background(), "LPUSH", q.ProcessingKey(), "left-behind")
+	require.NoError(t, err)
+
+	require.ErrorIs(t, stop(), context.Canceled)
+	assert.Equal(t, []string{"left-behind"}, listRange(t, p, q.PendingKey()))
+	assert.Equal(t, int64(1), q.Stats().Requeued)
+	assert.Zero(t, listLen(t, p, q.ProcessingKey()))
+	score, err := redis.Float64(p.Do(context.Background(), "ZSCORE", q.ConsumersKey(), q.ConsumerID()))
+	require.NoError(t, err, "the entry stays until it goes stale")
+	assert.Positive(t, score)
+}
+
+func TestConsumeReturnsErrPoolClosedWhenPoolCloses(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 3})
+	done := make(chan error, 1)
+	go func() { done <- q.Consume(context.Background(), (&payloadRecorder{}).handle) }()
+	require.Eventually(t, func() bool { return p.Stats().InUse == 3 }, queueWait, queuePoll, "the workers never blocked")
+
+	require.NoError(t, p.Close())
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, redisalive.ErrPoolClosed)
+	case <-time.After(queueWait):
+		t.Fatal("Consume did not return after the pool closed")
+	}
+}
+
+func awaitClosed(t *testing.T, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(queueWait):
+		t.Fatalf("still waiting after %v", queueWait)
+	}
+}
+
+// TestQueueLosesNoItemUnderConnectionKillsAndBlackholes runs two consumers
+// through a fault proxy against a real server while connections are killed
+// and the link blackholed, and checks that every item is handled.
+func TestQueueLosesNoItemUnderConnectionKillsAndBlackholes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak test")
+	}
+	srv := redistest.Start(t)
+	proxy, err := faultproxy.New(srv.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { proxy.Close() })
+	newPool := func(addr string) *redisalive.Pool {
+		p, err := redisalive.NewPool(redisalive.Options{
+			Addr: addr, BlockSlice: 200 * time.Millisecond,
+			DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	direct := newPool(srv.Addr())
+
+	const items = 3000
+	producer, err := redisalive.NewQueue(direct, "soak", redisalive.QueueOptions{})
+	require.NoError(t, err)
+	for start := 0; start < items; start += 500 {
+		batch := make([][]byte, 0, 500)
+		for i := start; i < start+500; i++ {
+			batch = append(batch, []byte(strconv.Itoa(i)))
+		}
+		require.NoError(t, producer.Push(context.Background(), batch...))
+	}
+
+	handled := make([]atomic.Int32, items)
+	var total atomic.Int32
+	handler := func(ctx context.Context, payload []byte) error {
+		i, err := strconv.Atoi(string(payload))
+		if err != nil {
+			return err
+		}
+		// Work long enough that the faults hit consumers mid-stream.
+		select {
+		case <-time.After(time.Duration(5+rand.IntN(20)) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if handled[i].Add(1) == 1 {
+			total.Add(1)
+		}
+		return nil
+	}
+	start := time.Now()
+	var queues []*redisalive.Queue
+	for _, id := range []string{"soak-a", "soak-b"} {
+		q, err := redisalive.NewQueue(newPool(proxy.Addr()), "soak", redisalive.QueueOptions{
+			Concurrency: 4, ConsumerID: id, HeartbeatInterval: 250 * time.Millisecond, DeadAfter: 2 * time.Second,
+		})
+		require.NoError(t, err)
+		queues = append(queues, q)
+		stop := startConsume(t, q, handler)
+		t.Cleanup(func() { require.ErrorIs(t, stop(), context.Canceled) })
+	}
+
+	kills, blackholes := chaos(t, srv, proxy, 9*time.Second)
+	drained := func() bool {
+		if int(total.Load()) < items || listLen(t, direct, producer.PendingKey()) > 0 {
+			return false
+		}
+		for _, q := range queues {
+			if listLen(t, direct, q.ProcessingKey()) > 0 {
+				return false
+			}
+		}
+		return true
+	}
+	require.Eventually(t, drained, 30*time.Second, 50*time.Millisecond,
+		"handled %d of %d items", total.Load(), items)
+	elapsed := time.Since(start)
+
+	duplicates := 0
+	for i := range handled {
+		duplicates += int(handled[i].Load()) - 1
+	}
+	assert.Zero(t, listLen(t, direct, producer.DeadLetterKey()))
+	t.Logf("%d items in %v with %d connection kills and %d blackholes: %d duplicates",
+		items, elapsed.Round(time.Millisecond), kills, blackholes, duplicates)
+	for _, q := range queues {
+		t.Logf("%s: %+v", q.ConsumerID(), q.Stats())
+	}
+}
+
+// chaos kills every client connection or blackholes the proxy for 300-800 ms,
+// at random, for the given time, then heals the proxy.
+func chaos(t *testing.T, srv *redistest.Server, proxy *faultproxy.Proxy, d time.Duration) (kills, blackholes int) {
+	t.Helper()
+	defer proxy.Heal()
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		if rand.IntN(2) == 0 {
+			// SKIPME defaults to yes: the admin connection survives.
+			_, err := srv.TryDo("CLIENT", "KILL", "TYPE", "normal")
+			require.NoError(t, err)
+			kills++
+			time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+		} else {
+			proxy.Blackhole()
+			blackholes++
+			time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond)
+			proxy.Heal()
+			time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+		}
+	}
+	return kills, blackholes
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,14 +42,18 @@ func (p *peeker) init(nc net.Conn) {
 }
 
 func (p *peeker) peek(fd uintptr) bool {
-	n, _, err := unix.Recvfrom(int(fd), p.buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	// The raw recvfrom, without a source-address buffer: unix.Recvfrom
+	// allocates one on every call, and this runs on every checkout.
+	// MSG_DONTWAIT keeps it from blocking, so RawSyscall6 is safe.
+	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 	switch {
+	case errno == unix.EAGAIN || errno == unix.EWOULDBLOCK:
+		p.err = nil
+	case errno != 0:
+		p.err = errno
 	case n > 0:
 		p.err = errUnexpectedData
-	case err == unix.EAGAIN || err == unix.EWOULDBLOCK:
-		p.err = nil
-	case err != nil:
-		p.err = err
 	default:
 		p.err = io.EOF
 	}

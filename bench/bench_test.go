@@ -121,6 +121,7 @@ func runConc(b *testing.B, conc int, op func() error) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
 
+// openRedisalive opens a pool of size connections and dials all of them.
 func openRedisalive(addr string, size int, opts redisalive.Options) (*redisalive.Pool, error) {
 	opts.Addr, opts.MaxActive, opts.MaxIdle = addr, size, size
 	p, err := redisalive.NewPool(opts)

@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -58,15 +59,16 @@ func (e *PoolTimeoutError) Unwrap() []error {
 	return []error{ErrPoolTimeout}
 }
 
-// OptionError reports one invalid field of Options.
+// OptionError reports one invalid field of Options or QueueOptions.
 type OptionError struct {
-	Field  string // the Options field, e.g. "MaxIdle" or "KeepAlive.Count"
+	Field  string // the field, e.g. "MaxIdle" or "KeepAlive.Count"
 	Value  any    // the rejected value
 	Reason string // what is wrong with it
+	of     string // the struct the field belongs to; "" means Options
 }
 
 func (e *OptionError) Error() string {
-	return fmt.Sprintf("redisalive: invalid Options.%s = %v: %s", e.Field, e.Value, e.Reason)
+	return fmt.Sprintf("redisalive: invalid %s.%s = %v: %s", cmp.Or(e.of, "Options"), e.Field, e.Value, e.Reason)
 }
 
 // Unwrap lets errors.Is(err, ErrInvalidOptions) match.

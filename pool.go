@@ -126,6 +126,7 @@ func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, e
 	if err := ctx.Err(); err != nil {
 		return nil, p.wrapErr(ctx, "checkout", err)
 	}
+	now := start
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -150,21 +151,22 @@ func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, e
 			if c == nil { // handed a free slot
 				return p.dial(ctx)
 			}
+			now = time.Now()
 		}
-		if err := p.checkout(ctx, c); err != nil {
+		if err := p.checkout(ctx, c, now); err != nil {
 			if ctx.Err() != nil {
 				return nil, p.wrapErr(ctx, "checkout", err)
 			}
-			continue // that one was dead; the failure happened before any command
+			now = time.Now() // a failed PING may have taken a while
+			continue         // that one was dead; the failure happened before any command
 		}
 		return c, nil
 	}
 }
 
-// checkout vets a connection about to be handed out, cheapest test first,
-// and closes it if it fails one.
-func (p *Pool) checkout(ctx context.Context, c *conn) error {
-	now := time.Now()
+// checkout vets a connection about to be handed out at now, cheapest test
+// first, and closes it if it fails one.
+func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
 	var reason closeReason
 	var err error
 	switch {

@@ -3,6 +3,7 @@ package redisalive_test
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -91,9 +92,25 @@ func TestGetWithoutDeadlineWaitsPoolTimeoutAtMost(t *testing.T) {
 	held, err := p.Get(context.Background())
 	require.NoError(t, err)
 	defer held.Close()
+	start := time.Now()
 	_, err = p.Do(context.Background(), "PING")
+	waited := time.Since(start)
 	require.ErrorIs(t, err, redisalive.ErrPoolTimeout)
 	assert.NotErrorIs(t, err, context.DeadlineExceeded, "the context had no deadline")
+	assert.GreaterOrEqual(t, waited, 200*time.Millisecond, "got a wait of %v, want PoolTimeout", waited)
+	assert.Less(t, waited, 2*time.Second, "got a wait of %v, want about the 200ms PoolTimeout", waited)
+}
+
+func TestDoWithoutDeadlineEndsAtReadTimeout(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{ReadTimeout: 200 * time.Millisecond})
+	start := time.Now()
+	// BLPOP on an empty list blocks on the server far longer than ReadTimeout.
+	_, err := p.Do(context.Background(), "BLPOP", "empty", 10)
+	took := time.Since(start)
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	assert.GreaterOrEqual(t, took, 200*time.Millisecond)
+	assert.Less(t, took, 2*time.Second, "got %v, want about the 200ms ReadTimeout", took)
+	assert.Equal(t, int64(1), p.Stats().ErrorClosed, "a timed-out command's connection must be closed")
 }
 
 func TestGetWaiterIsHandedAReturnedConnection(t *testing.T) {

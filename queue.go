@@ -142,7 +142,7 @@ type QueueStats struct {
 // ErrInvalidOptions. It sends no command.
 func NewQueue(p *Pool, name string, opts QueueOptions) (*Queue, error) {
 	bad := func(field string, v any, reason string) (*Queue, error) {
-		return nil, fmt.Errorf("redisalive: invalid QueueOptions.%s = %v: %s: %w", field, v, reason, ErrInvalidOptions)
+		return nil, &OptionError{Field: field, Value: v, Reason: reason, of: "QueueOptions"}
 	}
 	if p == nil {
 		return nil, fmt.Errorf("redisalive: NewQueue: nil Pool: %w", ErrInvalidOptions)

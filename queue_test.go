@@ -180,6 +180,11 @@ func TestNewQueueRejectsInvalidOptions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			q, err := redisalive.NewQueue(tt.pool, tt.queue, tt.opts)
 			require.ErrorIs(t, err, redisalive.ErrInvalidOptions)
+			if tt.pool != nil && tt.queue != "" {
+				var oe *redisalive.OptionError
+				require.ErrorAs(t, err, &oe)
+				assert.Contains(t, err.Error(), "QueueOptions."+oe.Field)
+			}
 			assert.Nil(t, q)
 			assert.Contains(t, err.Error(), tt.want)
 		})

@@ -128,8 +128,18 @@ func openRedisalive(addr string, size int, opts redisalive.Options) (*redisalive
 	if err != nil {
 		return nil, err
 	}
-	if err := warm(size, func() (func() error, error) {
-		c, err := p.Get(context.Background())
+	if err := warm(size, pingCheckout(func() (redis.Conn, error) { return p.Get(context.Background()) })); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// pingCheckout is a warm-up step for a pool whose checkout yields a
+// redis.Conn: check one out, PING it, and return it on release.
+func pingCheckout(get func() (redis.Conn, error)) func() (func() error, error) {
+	return func() (func() error, error) {
+		c, err := get()
 		if err != nil {
 			return nil, err
 		}
@@ -138,11 +148,19 @@ func openRedisalive(addr string, size int, opts redisalive.Options) (*redisalive
 			return nil, err
 		}
 		return c.Close, nil
-	}); err != nil {
-		p.Close()
-		return nil, err
 	}
-	return p, nil
+}
+
+// checkoutDo runs one command per checkout: the Get+Do+Close pattern.
+func checkoutDo(get func() (redis.Conn, error)) func(cmd string, args ...any) error {
+	return func(cmd string, args ...any) error {
+		c, err := get()
+		if err != nil {
+			return err
+		}
+		_, err = c.Do(cmd, args...)
+		return errors.Join(err, c.Close())
+	}
 }
 
 func openRedisaliveDo(addr string, size int) (client, error) {
@@ -169,15 +187,7 @@ func openRedisaliveGet(addr string, size int) (client, error) {
 	if err != nil {
 		return client{}, err
 	}
-	ctx := context.Background()
-	do := func(cmd string, args ...any) error {
-		c, err := p.Get(ctx)
-		if err != nil {
-			return err
-		}
-		_, err = c.Do(cmd, args...)
-		return errors.Join(err, c.Close())
-	}
+	do := checkoutDo(func() (redis.Conn, error) { return p.Get(context.Background()) })
 	return client{
 		get:   func() error { return do("GET", benchKey) },
 		set:   func() error { return do("SET", benchKey, benchValue) },
@@ -197,14 +207,7 @@ func newRedigoPool(addr string, size int) (*redis.Pool, error) {
 				redis.DialWriteTimeout(writeTimeout))
 		},
 	}
-	if err := warm(size, func() (func() error, error) {
-		c := p.Get()
-		if _, err := c.Do("PING"); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return c.Close, nil
-	}); err != nil {
+	if err := warm(size, pingCheckout(func() (redis.Conn, error) { return p.Get(), nil })); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -216,11 +219,7 @@ func openRedigo(addr string, size int) (client, error) {
 	if err != nil {
 		return client{}, err
 	}
-	do := func(cmd string, args ...any) error {
-		c := p.Get()
-		_, err := c.Do(cmd, args...)
-		return errors.Join(err, c.Close())
-	}
+	do := checkoutDo(func() (redis.Conn, error) { return p.Get(), nil })
 	return client{
 		get:   func() error { return do("GET", benchKey) },
 		set:   func() error { return do("SET", benchKey, benchValue) },

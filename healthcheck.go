@@ -146,7 +146,13 @@ func (p *Pool) ping(conns []*conn, now time.Time) {
 	var reject []*conn
 	for i := len(alive) - 1; i >= 0; i-- {
 		c := alive[i]
-		if c.aborted || p.closed || len(p.idle) >= p.cfg.maxIdle {
+		if c.aborted || p.closed {
+			reject = append(reject, c)
+			continue
+		}
+		if len(p.idle) >= p.cfg.maxIdle {
+			// Callers returned connections while these were out.
+			p.counters.closed[closedMaxIdle].Add(1)
 			reject = append(reject, c)
 			continue
 		}

@@ -1,10 +1,13 @@
 package redisalive
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestPlanHealthSortsIdleConnectionsByWhatIsDue(t *testing.T) {
@@ -39,4 +42,28 @@ func TestServerTimeoutFormatsWholeAndFractionalSeconds(t *testing.T) {
 	assert.Equal(t, "1", serverTimeout(time.Second))
 	assert.Equal(t, "30", serverTimeout(30*time.Second))
 	assert.Equal(t, "0.25", serverTimeout(250*time.Millisecond))
+}
+
+func TestHealthPingClosesAndCountsConnectionsMaxIdleNoLongerHasRoomFor(t *testing.T) {
+	mr := miniredis.RunT(t)
+	p, err := NewPool(Options{Addr: mr.Addr(), MaxIdle: 1, HealthCheckInterval: time.Hour})
+	require.NoError(t, err)
+	defer p.Close()
+	ctx := context.Background()
+	var out []*conn
+	for range 3 {
+		c, err := p.get(ctx, time.Now(), time.Now().Add(time.Second))
+		require.NoError(t, err)
+		out = append(out, c)
+	}
+	// While the checker holds two connections, a caller returns the third
+	// and fills MaxIdle.
+	p.put(out[2], true)
+	p.ping(out[:2], time.Now())
+
+	s := p.Stats()
+	assert.Equal(t, int64(2), s.HealthChecks)
+	assert.Equal(t, int64(2), s.MaxIdleClosed, "both checked connections found MaxIdle full")
+	assert.Equal(t, 1, s.Active)
+	assert.Equal(t, 1, s.Idle)
 }

@@ -12,6 +12,7 @@ package faultnet
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -60,7 +61,7 @@ func Enter(t *testing.T) bool {
 		timeout = time.Until(d)
 	}
 	cmd := exec.Command("unshare", "-n", "--", os.Args[0],
-		"-test.run=^"+regexp.QuoteMeta(t.Name())+"$",
+		"-test.run="+childRunPattern(t.Name(), runFlag()),
 		"-test.v",
 		"-test.count=1",
 		"-test.timeout="+timeout.String())
@@ -73,6 +74,35 @@ func Enter(t *testing.T) bool {
 		t.Errorf("faultnet: %s in a private network namespace: %v", t.Name(), err)
 	}
 	return false
+}
+
+// runFlag is this binary's -test.run pattern.
+func runFlag() string {
+	if f := flag.Lookup("test.run"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+// childRunPattern selects test name in the child, keeping any subtest
+// levels of the parent's -run pattern, so that `-run TestFaults/Keep`
+// runs only the matching subtests in the namespace.
+func childRunPattern(name, parent string) string {
+	pattern := "^" + regexp.QuoteMeta(name) + "$"
+	depth := 0
+	for i, r := range parent {
+		switch r {
+		case '[', '(':
+			depth++
+		case ']', ')':
+			depth--
+		case '/':
+			if depth == 0 {
+				return pattern + parent[i:]
+			}
+		}
+	}
+	return pattern
 }
 
 func missingPrereqs() []string {

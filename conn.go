@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -17,52 +17,55 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // limitConn caps every deadline redigo sets on the socket at a limit, so one
 // context deadline can bound a whole command even though redigo computes
-// its own read and write deadlines from its timeouts. abort moves the limit
-// into the past, which is how a cancelled context interrupts a command. The
-// mutex makes abort and redigo's deadline updates linearizable: without it
-// redigo could overwrite an abort with a later deadline.
+// its own read and write deadlines from its timeouts. abort, which may run
+// on another goroutine, puts the deadline in the past for good: that is how
+// a cancelled context interrupts a command. Each deadline update re-checks
+// the abort flag after it, so whichever of the two runs last, the socket
+// ends with the past deadline; this costs an atomic load where a mutex
+// would cost a lock per update on the hot path.
 type limitConn struct {
 	net.Conn
-	mu    sync.Mutex
-	limit time.Time // zero: no limit
+	limit time.Time   // zero: no limit; read and written only by the connection's holder
+	dead  atomic.Bool // set by abort
 }
 
-func (c *limitConn) clampLocked(t time.Time) time.Time {
+func (c *limitConn) clamp(t time.Time) time.Time {
 	if !c.limit.IsZero() && (t.IsZero() || t.After(c.limit)) {
 		return c.limit
 	}
 	return t
 }
 
+// reabort restores an abort that a deadline update may have overwritten.
+func (c *limitConn) reabort() {
+	if c.dead.Load() {
+		c.Conn.SetDeadline(aLongTimeAgo)
+	}
+}
+
 func (c *limitConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.Conn.SetDeadline(c.clampLocked(t))
+	err := c.Conn.SetDeadline(c.clamp(t))
+	c.reabort()
+	return err
 }
 
 func (c *limitConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.Conn.SetReadDeadline(c.clampLocked(t))
+	err := c.Conn.SetReadDeadline(c.clamp(t))
+	c.reabort()
+	return err
 }
 
 func (c *limitConn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.Conn.SetWriteDeadline(c.clampLocked(t))
+	err := c.Conn.SetWriteDeadline(c.clamp(t))
+	c.reabort()
+	return err
 }
 
-func (c *limitConn) setLimit(t time.Time) {
-	c.mu.Lock()
-	c.limit = t
-	c.mu.Unlock()
-}
+func (c *limitConn) setLimit(t time.Time) { c.limit = t }
 
 func (c *limitConn) abort() {
-	c.mu.Lock()
-	c.limit = aLongTimeAgo
+	c.dead.Store(true)
 	c.Conn.SetDeadline(aLongTimeAgo)
-	c.mu.Unlock()
 }
 
 // conn is one pooled connection. Fields other than those marked are owned by

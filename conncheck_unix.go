@@ -23,7 +23,7 @@ var errUnexpectedData = errors.New("redisalive: unexpected data on idle connecti
 // live in the struct so that a check allocates nothing.
 type peeker struct {
 	raw  syscall.RawConn
-	fn   func(fd uintptr) bool
+	fn   func(fd uintptr)
 	buf  [1]byte
 	err  error
 	open bool
@@ -41,7 +41,7 @@ func (p *peeker) init(nc net.Conn) {
 	p.raw, p.fn, p.open = raw, p.peek, true
 }
 
-func (p *peeker) peek(fd uintptr) bool {
+func (p *peeker) peek(fd uintptr) {
 	// The raw recvfrom, without a source-address buffer: unix.Recvfrom
 	// allocates one on every call, and this runs on every checkout.
 	// MSG_DONTWAIT keeps it from blocking, so RawSyscall6 is safe.
@@ -57,7 +57,6 @@ func (p *peeker) peek(fd uintptr) bool {
 	default:
 		p.err = io.EOF
 	}
-	return true // never wait for readability
 }
 
 // check reports why the socket cannot be used, or nil if it looks healthy.
@@ -65,7 +64,10 @@ func (p *peeker) check() error {
 	if !p.open {
 		return nil
 	}
-	if err := p.raw.Read(p.fn); err != nil {
+	// Control rather than Read: the peek never waits for readability, so it
+	// needs only the descriptor, not the poller's read lock and deadline
+	// check.
+	if err := p.raw.Control(p.fn); err != nil {
 		return err
 	}
 	return p.err

@@ -38,6 +38,8 @@ type PoolTimeoutError struct {
 	cause     error         // the context's error, when the context ended the wait
 }
 
+// Error says how long the caller waited and how busy the pool was, and
+// points at the usual cause when every connection was in use.
 func (e *PoolTimeoutError) Error() string {
 	msg := fmt.Sprintf("redisalive: no free connection to %s after waiting %v: %d/%d in use, %d other callers waiting",
 		e.Addr, e.Waited.Round(time.Millisecond), e.InUse, e.MaxActive, e.Waiting)
@@ -67,6 +69,8 @@ type OptionError struct {
 	of     string // the struct the field belongs to; "" means Options
 }
 
+// Error names the struct, the field and the value, and says why it was
+// rejected.
 func (e *OptionError) Error() string {
 	return fmt.Sprintf("redisalive: invalid %s.%s = %v: %s", cmp.Or(e.of, "Options"), e.Field, e.Value, e.Reason)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 )
@@ -142,25 +141,13 @@ func (p *Pool) ping(conns []*conn, now time.Time) {
 	}
 	p.mu.Lock()
 	// Checked connections are the least recently used: they go back to the
-	// bottom of the stack, in their order.
+	// bottom of the stack, in their order. MaxIdle may have filled while they
+	// were out.
 	var reject []*conn
 	for i := len(alive) - 1; i >= 0; i-- {
-		c := alive[i]
-		if c.aborted || p.closed {
+		if c := alive[i]; c.aborted || !p.putIdleLocked(c, true) {
 			reject = append(reject, c)
-			continue
 		}
-		if len(p.idle) >= p.cfg.maxIdle {
-			// Callers returned connections while these were out.
-			p.counters.closed[closedMaxIdle].Add(1)
-			reject = append(reject, c)
-			continue
-		}
-		if w := p.popWaiterLocked(); w != nil {
-			w.ch <- c
-			continue
-		}
-		p.idle = slices.Insert(p.idle, 0, c)
 	}
 	for _, c := range reject {
 		p.forgetLocked(c)

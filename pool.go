@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -323,18 +324,18 @@ func (p *Pool) put(c *conn, reuse bool) {
 	if c.broken() {
 		reuse, reason = false, closedError
 	} else if reuse {
-		reason = closedMaxIdle
 		c.returnedAt = time.Now()
 	}
 	p.mu.Lock()
 	if p.cfg.leakThreshold > 0 {
 		c.checkedOutAt, c.stack = time.Time{}, nil
 	}
-	if reuse && p.putIdleLocked(c) {
-		p.mu.Unlock()
-		return
-	}
-	if !p.closed {
+	if reuse {
+		if p.putIdleLocked(c, false) {
+			p.mu.Unlock()
+			return
+		}
+	} else if !p.closed {
 		p.counters.closed[reason].Add(1)
 	}
 	p.forgetLocked(c)
@@ -343,8 +344,10 @@ func (p *Pool) put(c *conn, reuse bool) {
 }
 
 // putIdleLocked hands a healthy connection to the first waiter, or keeps it
-// idle if there is room. It reports false if the connection must be closed.
-func (p *Pool) putIdleLocked(c *conn) bool {
+// idle if there is room: on top of the stack, or at the bottom for one that
+// was not used but only checked. It reports false if the connection must be
+// closed, counting it as MaxIdleClosed unless the pool is closed.
+func (p *Pool) putIdleLocked(c *conn, bottom bool) bool {
 	if p.closed {
 		return false
 	}
@@ -353,9 +356,14 @@ func (p *Pool) putIdleLocked(c *conn) bool {
 		return true
 	}
 	if len(p.idle) >= p.cfg.maxIdle {
+		p.counters.closed[closedMaxIdle].Add(1)
 		return false
 	}
-	p.idle = append(p.idle, c)
+	if bottom {
+		p.idle = slices.Insert(p.idle, 0, c)
+	} else {
+		p.idle = append(p.idle, c)
+	}
 	return true
 }
 

@@ -314,3 +314,18 @@ func TestConcurrentDoStaysWithinMaxActive(t *testing.T) {
 	assert.Equal(t, 64*20, n)
 	assert.LessOrEqual(t, p.Stats().Dials, int64(4))
 }
+
+func TestReturnBeyondMaxIdleClosesAndCountsTheConnection(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{MaxIdle: 1})
+	a, err := p.Get(context.Background())
+	require.NoError(t, err)
+	b, err := p.Get(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, a.Close())
+	require.NoError(t, b.Close())
+
+	s := p.Stats()
+	assert.Equal(t, int64(1), s.MaxIdleClosed, "the second return found MaxIdle full")
+	assert.Equal(t, 1, s.Idle)
+	assert.Equal(t, 1, s.Active)
+}

@@ -33,7 +33,7 @@ type Stats struct {
 	LifetimeClosed int64 // older than MaxConnLifetime
 	ErrorClosed    int64 // saw a network error or an interrupted command while in use
 	StateClosed    int64 // left in a transaction, subscription or other state by its user
-	MaxIdleClosed  int64 // returned while MaxIdle connections were already idle
+	MaxIdleClosed  int64 // returned, or back from a health check, while MaxIdle connections were already idle
 
 	BlockingRounds  int64 // server-side timeouts issued by blocking reads
 	BlockingRedials int64 // times a blocking read replaced a failed connection

@@ -4,24 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
 
-// Backoff between failed rounds of a blocking read: full jitter over an
-// exponential ceiling, so that consumers reconnecting after an outage do
-// not arrive at the server in lockstep. The cap keeps recovery within about
-// a second of the server coming back.
-const (
-	backoffBase = 50 * time.Millisecond
-	backoffCap  = time.Second
-	warnEvery   = 10 * time.Second // rate limit for "still unreachable" warnings
-)
+// blockGrace is how long past a blocking command's server-side timeout the
+// client keeps reading before it declares the link dead. It covers a round
+// trip and the server's timer resolution, nothing more.
+const blockGrace = 500 * time.Millisecond
 
 // BRPop pops the last element of the first non-empty list among keys,
 // waiting until one has an element or ctx is done. It never blocks longer
@@ -193,44 +186,6 @@ func (p *Pool) blockingConn(ctx context.Context, zombies *[]int64) (*conn, error
 		return nil, errors.New("connection failed while killing abandoned connections")
 	}
 	return c, nil
-}
-
-// backoff waits before the next attempt after failures consecutive
-// failures; the first retry is immediate.
-func (p *Pool) backoff(ctx context.Context, failures int) error {
-	if failures <= 1 {
-		return nil
-	}
-	ceiling := min(backoffCap, backoffBase<<min(failures-2, 10))
-	t := time.NewTimer(rand.N(ceiling) + time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.closing.Done():
-		return ErrPoolClosed
-	}
-}
-
-// warnUnreachable logs a failed blocking round, at most once per warnEvery
-// for the whole pool, so an outage does not flood the log.
-func (p *Pool) warnUnreachable(cmd string, err error, failures int) {
-	if p.blockLog.allow() {
-		p.cfg.logger.Warn("redisalive: blocking read failed; retrying on a new connection",
-			"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
-	}
-}
-
-// logLimit lets one log line of a kind through per warnEvery, so that a
-// failure repeating for every item or every beat cannot flood the log.
-type logLimit struct{ last atomic.Int64 }
-
-func (l *logLimit) allow() bool {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	return now-last >= int64(warnEvery) && l.last.CompareAndSwap(last, now)
 }
 
 // serverTimeout formats a blocking command's timeout in seconds: whole

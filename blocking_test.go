@@ -15,8 +15,6 @@ import (
 	"github.com/redisalive/redisalive/internal/redistest"
 )
 
-const blockGrace = 500 * time.Millisecond // the library's read grace past each slice
-
 type popResult struct {
 	key, value string
 	err        error

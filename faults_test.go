@@ -57,9 +57,6 @@ const (
 	// scheduling under -race on a loaded machine and for the fork/exec of
 	// iptables or ss that starts a fault.
 	faultSlack = 200 * time.Millisecond
-	// faultGrace mirrors the library's documented read deadline past
-	// BlockSlice for each round of a blocking read (Options.BlockSlice).
-	faultGrace = 500 * time.Millisecond
 	// faultPoll is how often conditions are polled.
 	faultPoll = 2 * time.Millisecond
 )
@@ -75,58 +72,6 @@ func faultAssertElapsed(t *testing.T, what string, got, lo, hi time.Duration) {
 	if got < lo || got > hi {
 		t.Errorf("%s: got %v, want between %v and %v", what, got, lo, hi)
 	}
-}
-
-// faultPollUntil checks cond every faultPoll until it holds and returns how
-// long that took; it fails t if cond does not hold within the given time.
-func faultPollUntil(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(faultPoll)
-	}
-	return time.Since(start)
-}
-
-// faultNewPool opens a pool on srv, closed when the test ends.
-func faultNewPool(t *testing.T, srv *redistest.Server, opts redisalive.Options) *redisalive.Pool {
-	t.Helper()
-	opts.Addr = srv.Addr()
-	p, err := redisalive.NewPool(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { p.Close() })
-	return p
-}
-
-// faultFillIdle checks out n connections at once, proves each with a PING and
-// returns them, leaving n idle connections in the pool.
-func faultFillIdle(t *testing.T, p *redisalive.Pool, n int) {
-	t.Helper()
-	conns := make([]redis.Conn, n)
-	for i := range conns {
-		c, err := p.Get(context.Background())
-		require.NoError(t, err)
-		conns[i] = c
-		_, err = c.Do("PING")
-		require.NoError(t, err)
-	}
-	for _, c := range conns {
-		require.NoError(t, c.Close())
-	}
-	require.Equal(t, n, p.Stats().Idle, "idle connections")
-}
-
-// faultClientStates returns the TCP states of the client sockets connected to
-// port, e.g. {"ESTABLISHED": 2}.
-func faultClientStates(t *testing.T, port int) map[string]int {
-	t.Helper()
-	states, err := redistest.TCPStates(port)
-	require.NoError(t, err)
-	return states
 }
 
 // faultInfoInt returns an integer field of the server's INFO section.
@@ -174,7 +119,7 @@ func faultCommandStats(t *testing.T, srv *redistest.Server, cmd string) (calls, 
 // faultWaitBlocked waits until n clients are blocked in a blocking command.
 func faultWaitBlocked(t *testing.T, srv *redistest.Server, n int64) {
 	t.Helper()
-	faultPollUntil(t, 5*time.Second, fmt.Sprintf("blocked_clients == %d", n), func() bool {
+	waitFor(t, 5*time.Second, fmt.Sprintf("blocked_clients == %d", n), func() bool {
 		return faultInfoInt(t, srv, "clients", "blocked_clients") == n
 	})
 }
@@ -268,10 +213,10 @@ func faultPush(t *testing.T, srv *redistest.Server, key, v string) time.Time {
 func faultAtRoundStart(t *testing.T, p *redisalive.Pool, slice time.Duration) time.Time {
 	t.Helper()
 	r0 := p.Stats().BlockingRounds
-	deadline := time.Now().Add(2*slice + faultGrace + time.Second)
+	deadline := time.Now().Add(2*slice + blockGrace + time.Second)
 	for p.Stats().BlockingRounds == r0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("no new blocking round within %v", 2*slice+faultGrace)
+			t.Fatalf("no new blocking round within %v", 2*slice+blockGrace)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -284,7 +229,7 @@ func faultAtRoundStart(t *testing.T, p *redisalive.Pool, slice time.Duration) ti
 func faultTestBRPopUnderBlackhole(t *testing.T) {
 	srv := redistest.Start(t)
 	const slice = time.Second
-	p := faultNewPool(t, srv, redisalive.Options{BlockSlice: slice})
+	p := newServerPool(t, srv, redisalive.Options{BlockSlice: slice})
 	cons := faultStartConsumer(t, p, "q")
 	srv.Do(t, "LPUSH", "q", "before")
 	v, _ := cons.receive(t, 5*time.Second)
@@ -295,14 +240,14 @@ func faultTestBRPopUnderBlackhole(t *testing.T) {
 	redials := p.Stats().BlockingRedials
 	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 	blackholed := time.Now()
-	faultPollUntil(t, 2*faultPlus20(slice+faultGrace), "BlockingRedials to increment", func() bool {
+	waitFor(t, 2*faultPlus20(slice+blockGrace), "BlockingRedials to increment", func() bool {
 		return p.Stats().BlockingRedials > redials
 	})
 	failed := time.Now()
-	faultAssertElapsed(t, "round failure after the blackhole", failed.Sub(blackholed), 0, faultPlus20(slice+faultGrace))
+	faultAssertElapsed(t, "round failure after the blackhole", failed.Sub(blackholed), 0, faultPlus20(slice+blockGrace))
 	// The round cannot fail before its read deadline: that is the mechanism.
 	faultAssertElapsed(t, "round failure after the round started", failed.Sub(roundStart),
-		slice+faultGrace-100*time.Millisecond, faultPlus20(slice+faultGrace))
+		slice+blockGrace-100*time.Millisecond, faultPlus20(slice+blockGrace))
 
 	heal()
 	pushed := faultPush(t, srv, "q", "after")
@@ -319,8 +264,8 @@ func faultTestBRPopUnderBlackhole(t *testing.T) {
 func faultTestHealthCheckUnderBlackhole(t *testing.T) {
 	srv := redistest.Start(t)
 	const interval, readTimeout = time.Second, 500 * time.Millisecond
-	p := faultNewPool(t, srv, redisalive.Options{HealthCheckInterval: interval, ReadTimeout: readTimeout})
-	faultFillIdle(t, p, 3)
+	p := newServerPool(t, srv, redisalive.Options{HealthCheckInterval: interval, ReadTimeout: readTimeout})
+	fillIdle(t, p, 3)
 	returned := time.Now()
 
 	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
@@ -338,7 +283,7 @@ func faultTestHealthCheckUnderBlackhole(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	faultAssertElapsed(t, "Do on an idle connection during the blackhole", took, doDeadline-10*time.Millisecond, doDeadline+faultSlack/2)
 
-	faultPollUntil(t, 2*faultPlus20(interval+readTimeout), "DeadClosed == 2", func() bool { return p.Stats().DeadClosed == 2 })
+	waitFor(t, 2*faultPlus20(interval+readTimeout), "DeadClosed == 2", func() bool { return p.Stats().DeadClosed == 2 })
 	faultAssertElapsed(t, "health checker closing the dead idle connections after the blackhole",
 		time.Since(blackholed), 0, faultPlus20(interval+readTimeout))
 	// The PING cannot fail before its ReadTimeout, which it is only sent a
@@ -382,7 +327,7 @@ func faultTestKeepAliveAlone(t *testing.T) {
 	srv := redistest.Start(t)
 	ka := redisalive.KeepAlive{Idle: time.Second, Interval: time.Second, Count: 3}
 	bound := ka.Idle + ka.Interval*time.Duration(ka.Count)
-	p := faultNewPool(t, srv, redisalive.Options{
+	p := newServerPool(t, srv, redisalive.Options{
 		KeepAlive:           ka,
 		HealthCheckInterval: time.Hour,
 		ReadTimeout:         30 * time.Second,
@@ -394,12 +339,12 @@ func faultTestKeepAliveAlone(t *testing.T) {
 	_, err = c.Do("PING")
 	require.NoError(t, err)
 	lastTraffic := time.Now()
-	require.Equal(t, 1, faultClientStates(t, srv.Port())["ESTABLISHED"], "client sockets before the blackhole")
+	require.Equal(t, 1, clientStates(t, srv.Port())["ESTABLISHED"], "client sockets before the blackhole")
 
 	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 	defer heal()
-	faultPollUntil(t, 2*faultPlus20(bound), "the kernel to end the client socket", func() bool {
-		return faultClientStates(t, srv.Port())["ESTABLISHED"] == 0
+	waitFor(t, 2*faultPlus20(bound), "the kernel to end the client socket", func() bool {
+		return clientStates(t, srv.Port())["ESTABLISHED"] == 0
 	})
 	faultAssertElapsed(t, "keepalive kill after the last traffic", time.Since(lastTraffic), bound-200*time.Millisecond, faultPlus20(bound))
 
@@ -427,14 +372,14 @@ func faultTestKeepAliveAlone(t *testing.T) {
 func faultTestUserTimeout(t *testing.T) {
 	srv := redistest.Start(t)
 	const userTimeout, readTimeout = 3 * time.Second, 30 * time.Second
-	p := faultNewPool(t, srv, redisalive.Options{
+	p := newServerPool(t, srv, redisalive.Options{
 		TCPUserTimeout:      userTimeout,
 		KeepAlive:           redisalive.KeepAlive{Idle: time.Hour, Interval: time.Hour},
 		HealthCheckInterval: time.Hour,
 		ReadTimeout:         readTimeout,
 		WriteTimeout:        readTimeout,
 	})
-	faultFillIdle(t, p, 1)
+	fillIdle(t, p, 1)
 
 	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 	start := time.Now()
@@ -459,17 +404,17 @@ func faultTestServerIdleTimeout(t *testing.T) {
 	// The interval must exceed the server's timeout (1-2 s by its
 	// whole-second clock), or the health PINGs would keep them alive.
 	const interval = 3 * time.Second
-	p := faultNewPool(t, srv, redisalive.Options{HealthCheckInterval: interval, ReadTimeout: 500 * time.Millisecond})
+	p := newServerPool(t, srv, redisalive.Options{HealthCheckInterval: interval, ReadTimeout: 500 * time.Millisecond})
 
 	t.Log("health checker path")
-	faultFillIdle(t, p, 3)
+	fillIdle(t, p, 3)
 	returned := time.Now()
-	faultPollUntil(t, 4*time.Second, "3 client sockets in CLOSE_WAIT", func() bool {
-		return faultClientStates(t, srv.Port())["CLOSE_WAIT"] == 3
+	waitFor(t, 4*time.Second, "3 client sockets in CLOSE_WAIT", func() bool {
+		return clientStates(t, srv.Port())["CLOSE_WAIT"] == 3
 	})
 	closed := time.Now()
-	faultPollUntil(t, 2*faultPlus20(interval), "no client socket in CLOSE_WAIT", func() bool {
-		return faultClientStates(t, srv.Port())["CLOSE_WAIT"] == 0
+	waitFor(t, 2*faultPlus20(interval), "no client socket in CLOSE_WAIT", func() bool {
+		return clientStates(t, srv.Port())["CLOSE_WAIT"] == 0
 	})
 	faultAssertElapsed(t, "CLOSE_WAIT sockets gone after the server closed them", time.Since(closed), 0, faultPlus20(interval))
 	// The checker, not something else, closed them: at their interval.
@@ -479,16 +424,16 @@ func faultTestServerIdleTimeout(t *testing.T) {
 	assert.Equal(t, 0, s.Active, "Active")
 
 	t.Log("checkout path")
-	faultFillIdle(t, p, 2)
-	faultPollUntil(t, 4*time.Second, "2 client sockets in CLOSE_WAIT", func() bool {
-		return faultClientStates(t, srv.Port())["CLOSE_WAIT"] == 2
+	fillIdle(t, p, 2)
+	waitFor(t, 4*time.Second, "2 client sockets in CLOSE_WAIT", func() bool {
+		return clientStates(t, srv.Port())["CLOSE_WAIT"] == 2
 	})
 	_, err := p.Do(context.Background(), "SET", "k", "v")
 	require.NoError(t, err, "the first Do after the server closed the idle connections")
 	s = p.Stats()
 	assert.Equal(t, int64(5), s.DeadClosed, "DeadClosed")
 	assert.Equal(t, int64(0), s.ErrorClosed, "ErrorClosed")
-	assert.Equal(t, 0, faultClientStates(t, srv.Port())["CLOSE_WAIT"], "client sockets in CLOSE_WAIT")
+	assert.Equal(t, 0, clientStates(t, srv.Port())["CLOSE_WAIT"], "client sockets in CLOSE_WAIT")
 }
 
 // 6. A reset connection fails its command as soon as the RST arrives, and
@@ -498,7 +443,7 @@ func faultTestServerIdleTimeout(t *testing.T) {
 // must fail.
 func faultTestResetInUse(t *testing.T) {
 	srv := redistest.Start(t)
-	p := faultNewPool(t, srv, redisalive.Options{})
+	p := newServerPool(t, srv, redisalive.Options{})
 	c, err := p.Get(context.Background())
 	require.NoError(t, err)
 	_, err = c.Do("PING")
@@ -531,7 +476,7 @@ func faultTestResetInUse(t *testing.T) {
 func faultTestNestedCheckout(t *testing.T) {
 	srv := redistest.Start(t)
 	const poolTimeout = 200 * time.Millisecond
-	p := faultNewPool(t, srv, redisalive.Options{MaxActive: 2, PoolTimeout: poolTimeout})
+	p := newServerPool(t, srv, redisalive.Options{MaxActive: 2, PoolTimeout: poolTimeout})
 	outer1, err := p.Get(context.Background())
 	require.NoError(t, err)
 	outer2, err := p.Get(context.Background())
@@ -586,7 +531,7 @@ func faultTestCloseDuringTraffic(t *testing.T) {
 		BlockSlice:   time.Second,
 		MaxActive:    8,
 	}
-	bound := max(opts.DialTimeout, opts.ReadTimeout+opts.WriteTimeout, opts.BlockSlice+faultGrace)
+	bound := max(opts.DialTimeout, opts.ReadTimeout+opts.WriteTimeout, opts.BlockSlice+blockGrace)
 	baseline := srv.ConnectedClients(t)
 	opts.Addr = srv.Addr()
 	p, err := redisalive.NewPool(opts)
@@ -621,7 +566,7 @@ func faultTestCloseDuringTraffic(t *testing.T) {
 		})
 	}
 	faultWaitBlocked(t, srv, 2)
-	faultPollUntil(t, 5*time.Second, "traffic to flow", func() bool {
+	waitFor(t, 5*time.Second, "traffic to flow", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return ok >= 200
@@ -671,7 +616,7 @@ func faultTestServerRestart(t *testing.T) {
 		ReadTimeout:  500 * time.Millisecond,
 		WriteTimeout: 500 * time.Millisecond,
 	}
-	p := faultNewPool(t, srv, opts)
+	p := newServerPool(t, srv, opts)
 	cons := faultStartConsumer(t, p, "q")
 
 	const callDeadline = time.Second
@@ -709,7 +654,7 @@ func faultTestServerRestart(t *testing.T) {
 		wg.Wait() // every call is bounded by callDeadline
 	}()
 	faultWaitBlocked(t, srv, 1)
-	faultPollUntil(t, 5*time.Second, "traffic to flow", func() bool {
+	waitFor(t, 5*time.Second, "traffic to flow", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return ok >= 100
@@ -740,7 +685,7 @@ func faultTestServerRestart(t *testing.T) {
 	faultAssertElapsed(t, "BRPop delivery after the restart", took, 0, faultPlus20(time.Second))
 
 	okBefore := func() int { mu.Lock(); defer mu.Unlock(); return ok }()
-	faultPollUntil(t, 2*time.Second, "workers to succeed again", func() bool {
+	waitFor(t, 2*time.Second, "workers to succeed again", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return ok > okBefore+20
@@ -756,7 +701,7 @@ func faultTestServerRestart(t *testing.T) {
 // command reads that reply as its own.
 func faultTestSlowServer(t *testing.T) {
 	srv := redistest.Start(t)
-	p := faultNewPool(t, srv, redisalive.Options{})
+	p := newServerPool(t, srv, redisalive.Options{})
 	_, err := p.Do(context.Background(), "SET", "k", "v")
 	require.NoError(t, err)
 
@@ -830,7 +775,7 @@ func faultIsTimeout(err error) bool {
 // the worst case rather than the luckiest.
 func faultTestServerForgotConnection(t *testing.T) {
 	srv := redistest.Start(t)
-	p := faultNewPool(t, srv, redisalive.Options{})
+	p := newServerPool(t, srv, redisalive.Options{})
 	cons := faultStartConsumer(t, p, "q")
 	faultWaitBlocked(t, srv, 1)
 
@@ -877,7 +822,7 @@ func faultTestServerForgotConnection(t *testing.T) {
 func faultTestZombie(t *testing.T) {
 	srv := redistest.Start(t)
 	const slice, dialTimeout = time.Second, time.Second
-	p := faultNewPool(t, srv, redisalive.Options{BlockSlice: slice, DialTimeout: dialTimeout})
+	p := newServerPool(t, srv, redisalive.Options{BlockSlice: slice, DialTimeout: dialTimeout})
 	cons := faultStartConsumer(t, p, "q")
 	faultWaitBlocked(t, srv, 1)
 	ids := srv.ClientIDs(t)
@@ -887,7 +832,7 @@ func faultTestZombie(t *testing.T) {
 
 	faultAtRoundStart(t, p, slice)
 	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
-	faultPollUntil(t, 2*faultPlus20(slice+faultGrace), "BlockingRedials to increment", func() bool {
+	waitFor(t, 2*faultPlus20(slice+blockGrace), "BlockingRedials to increment", func() bool {
 		return p.Stats().BlockingRedials > 0
 	})
 	// The reply was due 1 s into the round and the FIN went out at 1.5 s;
@@ -899,7 +844,7 @@ func faultTestZombie(t *testing.T) {
 	require.Contains(t, srv.ClientIDs(t), zombie, "the abandoned connection must still be on the server after healing")
 	pushed := faultPush(t, srv, "q", "after")
 
-	faultPollUntil(t, 5*time.Second, "the zombie to leave CLIENT LIST", func() bool {
+	waitFor(t, 5*time.Second, "the zombie to leave CLIENT LIST", func() bool {
 		return !slices.Contains(srv.ClientIDs(t), zombie)
 	})
 	gone := time.Since(healed)

@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,11 +28,6 @@ const (
 	DefaultKeepAliveInterval   = 5 * time.Second
 	DefaultKeepAliveCount      = 3
 )
-
-// blockGrace is how long past a blocking command's server-side timeout the
-// client keeps reading before it declares the link dead. It covers a round
-// trip and the server's timer resolution, nothing more.
-const blockGrace = 500 * time.Millisecond
 
 // Options configures a Pool. The zero value of every field selects a safe,
 // bounded default; only Addr is required. NewPool copies the options, so
@@ -218,26 +214,26 @@ func newConfig(o Options) (config, error) {
 	c := config{
 		network: network, addr: o.Addr,
 		username: o.Username, password: o.Password, db: o.DB, tls: o.TLSConfig,
-		dialTimeout:    or(o.DialTimeout, DefaultDialTimeout),
-		readTimeout:    or(o.ReadTimeout, DefaultReadTimeout),
-		writeTimeout:   or(o.WriteTimeout, DefaultWriteTimeout),
+		dialTimeout:    cmp.Or(o.DialTimeout, DefaultDialTimeout),
+		readTimeout:    cmp.Or(o.ReadTimeout, DefaultReadTimeout),
+		writeTimeout:   cmp.Or(o.WriteTimeout, DefaultWriteTimeout),
 		maxActive:      o.MaxActive,
 		maxIdle:        o.MaxIdle,
-		idleTimeout:    or(o.IdleTimeout, DefaultIdleTimeout),
+		idleTimeout:    cmp.Or(o.IdleTimeout, DefaultIdleTimeout),
 		maxLifetime:    o.MaxConnLifetime,
-		healthInterval: or(o.HealthCheckInterval, DefaultHealthCheckInterval),
-		blockSlice:     or(o.BlockSlice, DefaultBlockSlice),
+		healthInterval: cmp.Or(o.HealthCheckInterval, DefaultHealthCheckInterval),
+		blockSlice:     cmp.Or(o.BlockSlice, DefaultBlockSlice),
 		leakThreshold:  o.LeakDetectionThreshold,
 		logger:         o.Logger,
 		keepAlive: KeepAlive{
 			Disable:  o.KeepAlive.Disable,
-			Idle:     or(o.KeepAlive.Idle, DefaultKeepAliveIdle),
-			Interval: or(o.KeepAlive.Interval, DefaultKeepAliveInterval),
-			Count:    or(o.KeepAlive.Count, DefaultKeepAliveCount),
+			Idle:     cmp.Or(o.KeepAlive.Idle, DefaultKeepAliveIdle),
+			Interval: cmp.Or(o.KeepAlive.Interval, DefaultKeepAliveInterval),
+			Count:    cmp.Or(o.KeepAlive.Count, DefaultKeepAliveCount),
 		},
 	}
-	c.poolTimeout = or(o.PoolTimeout, c.readTimeout+time.Second)
-	c.userTimeout = or(o.TCPUserTimeout, c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count))
+	c.poolTimeout = cmp.Or(o.PoolTimeout, c.readTimeout+time.Second)
+	c.userTimeout = cmp.Or(o.TCPUserTimeout, c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count))
 	if c.maxActive == 0 {
 		c.maxActive = max(10*runtime.GOMAXPROCS(0), c.maxIdle)
 	}
@@ -248,14 +244,6 @@ func newConfig(o Options) (config, error) {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
-}
-
-func or[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // ParseURL parses a Redis URL into Options:

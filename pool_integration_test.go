@@ -1,7 +1,6 @@
 package redisalive_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -16,44 +15,6 @@ import (
 	"github.com/redisalive/redisalive/internal/redistest"
 )
 
-// useConcurrently checks out n connections at once and returns them, so the
-// pool ends with n idle connections.
-func useConcurrently(t *testing.T, p *redisalive.Pool, n int) {
-	t.Helper()
-	var conns []redis.Conn
-	for range n {
-		c, err := p.Get(context.Background())
-		require.NoError(t, err)
-		_, err = c.Do("PING")
-		require.NoError(t, err)
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		require.NoError(t, c.Close())
-	}
-	require.Equal(t, n, p.Stats().Idle)
-}
-
-// waitFor polls cond every 10ms until it holds or within passes, and
-// returns how long it took.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not true after %v", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-func closeWait(t *testing.T, port int) int {
-	states, err := redistest.TCPStates(port)
-	require.NoError(t, err)
-	return states["CLOSE_WAIT"]
-}
-
 func TestServerIdleTimeoutLeavesNoCloseWaitAfterHealthCheckInterval(t *testing.T) {
 	srv := redistest.Start(t)
 	interval := 2 * time.Second
@@ -62,12 +23,12 @@ func TestServerIdleTimeoutLeavesNoCloseWaitAfterHealthCheckInterval(t *testing.T
 	defer p.Close()
 
 	srv.Do(t, "CONFIG", "SET", "timeout", "1")
-	useConcurrently(t, p, 5)
+	fillIdle(t, p, 5)
 
 	// The server drops the five idle connections after about a second;
 	// until the pool notices, each sits in CLOSE_WAIT on this side.
-	waitFor(t, 5*time.Second, "server closed the idle connections", func() bool { return closeWait(t, srv.Port()) == 5 })
-	took := waitFor(t, interval+2*time.Second, "no CLOSE_WAIT", func() bool { return closeWait(t, srv.Port()) == 0 })
+	waitFor(t, 5*time.Second, "server closed the idle connections", func() bool { return clientStates(t, srv.Port())["CLOSE_WAIT"] == 5 })
+	took := waitFor(t, interval+2*time.Second, "no CLOSE_WAIT", func() bool { return clientStates(t, srv.Port())["CLOSE_WAIT"] == 0 })
 	t.Logf("CLOSE_WAIT sockets gone %v after the server closed them (HealthCheckInterval %v)", took, interval)
 
 	s := p.Stats()
@@ -88,7 +49,7 @@ func TestCheckoutReplacesServerClosedConnectionInvisibly(t *testing.T) {
 	require.NoError(t, err)
 
 	srv.Do(t, "CLIENT", "KILL", "TYPE", "normal") // spares the admin connection itself
-	waitFor(t, 5*time.Second, "pool's socket in CLOSE_WAIT", func() bool { return closeWait(t, srv.Port()) == 1 })
+	waitFor(t, 5*time.Second, "pool's socket in CLOSE_WAIT", func() bool { return clientStates(t, srv.Port())["CLOSE_WAIT"] == 1 })
 
 	v, err := redis.String(p.Do(context.Background(), "GET", "k"))
 	require.NoError(t, err, "a server-closed idle connection must never reach the caller")
@@ -148,7 +109,7 @@ func TestHealthCheckerPingsOnlyConnectionsIdleForAnInterval(t *testing.T) {
 
 func TestHealthCheckerClosesConnectionsPastIdleTimeout(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{IdleTimeout: 100 * time.Millisecond, HealthCheckInterval: 50 * time.Millisecond})
-	useConcurrently(t, p, 3)
+	fillIdle(t, p, 3)
 	waitFor(t, 2*time.Second, "idle connections closed", func() bool { return p.Stats().IdleClosed == 3 })
 	assert.Equal(t, 0, p.Stats().Active)
 }
@@ -166,23 +127,4 @@ func TestLeakDetectionLogsHolderStackOnce(t *testing.T) {
 	require.NoError(t, c.Close())
 	assert.Contains(t, buf.String(), "TestLeakDetectionLogsHolderStackOnce", "the log names the code that checked the connection out")
 	assert.Equal(t, int64(1), p.Stats().Leaks)
-}
-
-// syncBuffer is a bytes.Buffer safe for the pool's goroutine to write while
-// the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

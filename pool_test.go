@@ -8,25 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/gomodule/redigo/redis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/redisalive/redisalive"
 )
-
-// newMiniPool starts a miniredis server and a pool on it, both closed when
-// the test ends.
-func newMiniPool(t *testing.T, opts redisalive.Options) (*redisalive.Pool, *miniredis.Miniredis) {
-	t.Helper()
-	mr := miniredis.RunT(t)
-	opts.Addr = mr.Addr()
-	p, err := redisalive.NewPool(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { p.Close() })
-	return p, mr
-}
 
 func TestDoRunsCommandsAndReusesOneConnection(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{})

@@ -59,3 +59,32 @@ func (cfg *config) tuneTCP(tc *net.TCPConn) error {
 	}
 	return nil
 }
+
+// connect dials and prepares a new connection: socket options, AUTH and
+// SELECT, all before deadline.
+func (cfg *config) connect(ctx context.Context, deadline, now time.Time) (*conn, error) {
+	nc, err := cfg.dialSocket(ctx, deadline)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(nc, cfg, now)
+	var setup []func() (any, error)
+	if cfg.password != "" {
+		setup = append(setup, func() (any, error) {
+			if cfg.username != "" {
+				return c.rc.Do("AUTH", cfg.username, cfg.password)
+			}
+			return c.rc.Do("AUTH", cfg.password)
+		})
+	}
+	if cfg.db != 0 {
+		setup = append(setup, func() (any, error) { return c.rc.Do("SELECT", cfg.db) })
+	}
+	for _, op := range setup {
+		if _, err := c.run(ctx, deadline, op); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
+	return c, nil
+}

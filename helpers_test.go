@@ -1,0 +1,106 @@
+package redisalive_test
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/redistest"
+)
+
+// blockGrace is the library's documented read grace past each blocking
+// round's server-side timeout (Options.BlockSlice).
+const blockGrace = 500 * time.Millisecond
+
+// pollEvery is how often waitFor checks its condition.
+const pollEvery = 2 * time.Millisecond
+
+// newMiniPool starts a miniredis server and a pool on it, both closed when
+// the test ends.
+func newMiniPool(t *testing.T, opts redisalive.Options) (*redisalive.Pool, *miniredis.Miniredis) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	opts.Addr = mr.Addr()
+	p, err := redisalive.NewPool(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p, mr
+}
+
+// newServerPool opens a pool on srv, closed when the test ends.
+func newServerPool(t *testing.T, srv *redistest.Server, opts redisalive.Options) *redisalive.Pool {
+	t.Helper()
+	opts.Addr = srv.Addr()
+	p, err := redisalive.NewPool(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// waitFor checks cond every pollEvery until it holds and returns how long
+// that took; it fails t if cond does not hold within the given time.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(pollEvery)
+	}
+	return time.Since(start)
+}
+
+// fillIdle checks out n connections at once, proves each with a PING and
+// returns them, leaving n idle connections in the pool.
+func fillIdle(t *testing.T, p *redisalive.Pool, n int) {
+	t.Helper()
+	conns := make([]redis.Conn, n)
+	for i := range conns {
+		c, err := p.Get(context.Background())
+		require.NoError(t, err)
+		conns[i] = c
+		_, err = c.Do("PING")
+		require.NoError(t, err)
+	}
+	for _, c := range conns {
+		require.NoError(t, c.Close())
+	}
+	require.Equal(t, n, p.Stats().Idle, "idle connections")
+}
+
+// clientStates returns the TCP states of the client sockets connected to
+// port, e.g. {"ESTABLISHED": 2}.
+func clientStates(t *testing.T, port int) map[string]int {
+	t.Helper()
+	states, err := redistest.TCPStates(port)
+	require.NoError(t, err)
+	return states
+}
+
+// syncBuffer is a bytes.Buffer safe for the pool's goroutine to write while
+// the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -36,15 +36,6 @@ func (p *Pool) backoff(ctx context.Context, failures int) error {
 	}
 }
 
-// warnUnreachable logs a failed blocking round, at most once per warnEvery
-// for the whole pool, so an outage does not flood the log.
-func (p *Pool) warnUnreachable(cmd string, err error, failures int) {
-	if p.blockLog.allow() {
-		p.cfg.logger.Warn("redisalive: blocking read failed; retrying on a new connection",
-			"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
-	}
-}
-
 // logLimit lets one log line of a kind through per warnEvery, so that a
 // failure repeating for every item or every beat cannot flood the log.
 type logLimit struct{ last atomic.Int64 }

@@ -4,17 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
 
-// blockGrace is how long past a blocking command's server-side timeout the
-// client keeps reading before it declares the link dead. It covers a round
-// trip and the server's timer resolution, nothing more.
-const blockGrace = 500 * time.Millisecond
+const (
+	// blockGrace is how long past a round's server-side timeout the client
+	// keeps reading before it declares the link dead. It covers a round
+	// trip and the server's timer, which fires on its 100 ms cron (hz 10),
+	// nothing more.
+	blockGrace = 500 * time.Millisecond
+
+	// blockCtxMargin is how long before the caller's deadline a round's
+	// server-side timeout is made to end, so that its empty reply arrives
+	// before the deadline cuts the read: a context deadline then ends a
+	// blocking call without costing its connection. It exceeds the server
+	// timer's lateness with room for the round trip.
+	blockCtxMargin = 200 * time.Millisecond
+)
 
 // BRPop pops the last element of the first non-empty list among keys,
 // waiting until one has an element or ctx is done. It never blocks longer
@@ -33,9 +42,11 @@ const blockGrace = 500 * time.Millisecond
 // the window between the link failing and the new connection reaching the
 // server, at most one BlockSlice plus the reconnect.
 //
-// When ctx ends, BRPop returns within milliseconds with an error matching
-// ctx's error. After Close it returns ErrPoolClosed once the current round
-// ends, so an element popped in that round is still delivered.
+// When ctx is cancelled, BRPop returns within milliseconds with an error
+// matching ctx's error; a ctx deadline ends the last round just before it,
+// so the connection is kept. After Close it returns ErrPoolClosed once the
+// current round ends, so an element popped in that round is still
+// delivered.
 func (p *Pool) BRPop(ctx context.Context, keys ...string) (key, value string, err error) {
 	return p.blockingPop(ctx, "BRPOP", keys)
 }
@@ -53,13 +64,16 @@ func (p *Pool) blockingPop(ctx context.Context, cmd string, keys []string) (stri
 	for i, k := range keys {
 		args[i] = k
 	}
-	reply, err := p.block(ctx, cmd, args)
+	reply, err := p.blockForever(ctx, cmd, append(args, 0))
 	if err != nil {
 		return "", "", err
 	}
 	kv, err := redis.Strings(reply, nil)
-	if err != nil || len(kv) != 2 {
+	if err != nil {
 		return "", "", fmt.Errorf("redisalive: %s: unexpected reply %v: %w", cmd, reply, err)
+	}
+	if len(kv) != 2 {
+		return "", "", fmt.Errorf("redisalive: %s: got a reply of %d elements, want key and value", cmd, len(kv))
 	}
 	return kv[0], kv[1], nil
 }
@@ -75,23 +89,228 @@ func (p *Pool) BLMove(ctx context.Context, src, dst, srcSide, dstSide string) (s
 			return "", fmt.Errorf("redisalive: BLMOVE: side %q, want LEFT or RIGHT", side)
 		}
 	}
-	reply, err := p.block(ctx, "BLMOVE", []any{src, dst, srcSide, dstSide})
+	reply, err := p.blockForever(ctx, "BLMOVE", []any{src, dst, srcSide, dstSide, 0})
 	if err != nil {
 		return "", err
 	}
 	return redis.String(reply, nil)
 }
 
-// block runs a blocking command in rounds of at most BlockSlice until it
-// returns an element, ctx ends, the pool closes, or the server answers with
-// an error. args are the command's arguments without its timeout.
-func (p *Pool) block(ctx context.Context, cmd string, args []any) (any, error) {
-	args = append(args, serverTimeout(p.cfg.blockSlice))
-	readTimeout := p.cfg.blockSlice + blockGrace
+// blockForever runs a blocking command whose last argument is a timeout of
+// 0: until an element arrives.
+func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (any, error) {
+	if ctx == nil {
+		return nil, errNilContext
+	}
+	spec := blockSpec{kind: blockPop, arg: len(args) - 1, unit: time.Second}
+	return p.block(ctx, newBlockingCall(cmd, args, spec, 0, time.Now()))
+}
+
+// blockingCall is one blocking command run in rounds: each round is the
+// command with its timeout replaced by at most one BlockSlice, re-issued
+// while its reply says the time ran out, until the caller's own block time
+// is used up. Re-issuing is equivalent to one long block because every
+// command in the table is idempotent when it times out, except XREAD with
+// "$", whose IDs are pinned to the streams' last entries before the first
+// round.
+type blockingCall struct {
+	cmd    string
+	args   []any // the caller's, copied: rounds rewrite the timeout
+	spec   blockSpec
+	total  time.Duration // the block time asked for; 0: until a reply
+	start  time.Time
+	pinned bool // XREAD's "$" IDs are resolved
+}
+
+func newBlockingCall(cmd string, args []any, spec blockSpec, total time.Duration, now time.Time) *blockingCall {
+	return &blockingCall{cmd: cmd, args: append([]any(nil), args...), spec: spec, total: total, start: now}
+}
+
+// roundPlan is what a blocking call does next.
+type roundPlan uint8
+
+const (
+	planRound    roundPlan = iota // send a round
+	planTimedOut                  // the block time is used up: return the last round's reply
+	planAwaitCtx                  // the ctx deadline is too close for a round to end before it
+)
+
+// plan decides the next round at now: its server-side wait, or why there
+// is none. The first round is always sent, however short, so that an
+// element already waiting is returned even to a caller in a hurry.
+func (b *blockingCall) plan(now, ctxDeadline time.Time, slice time.Duration, first bool) (time.Duration, roundPlan) {
+	wait := slice
+	if b.total > 0 {
+		if b.usedUp(now) && !first {
+			return 0, planTimedOut
+		}
+		wait = min(wait, b.start.Add(b.total).Sub(now))
+	}
+	if !ctxDeadline.IsZero() {
+		if room := ctxDeadline.Sub(now) - blockCtxMargin; room < wait {
+			if room < time.Millisecond && !first {
+				return 0, planAwaitCtx
+			}
+			wait = room
+		}
+	}
+	// XREAD and WAIT take whole milliseconds.
+	return max(ceilMillis(wait), time.Millisecond), planRound
+}
+
+// ceilMillis rounds a positive d up to whole milliseconds.
+func ceilMillis(d time.Duration) time.Duration {
+	if r := d % time.Millisecond; r > 0 {
+		d += time.Millisecond - r
+	}
+	return d
+}
+
+// ends reports whether a round's reply ends the wait, that is, anything
+// but the reply of a round whose time ran out.
+func (b *blockingCall) ends(reply any) bool {
+	switch b.spec.kind {
+	case blockWait:
+		got, ok := reply.(int64)
+		want, _ := argFloat(b.args[0])
+		return !ok || float64(got) >= want
+	case blockWaitAOF:
+		got, ok := reply.([]any)
+		if !ok || len(got) != 2 {
+			return true
+		}
+		local, ok1 := got[0].(int64)
+		replicas, ok2 := got[1].(int64)
+		wantLocal, _ := argFloat(b.args[0])
+		wantReplicas, _ := argFloat(b.args[1])
+		return !ok1 || !ok2 || float64(local) >= wantLocal && float64(replicas) >= wantReplicas
+	}
+	return reply != nil
+}
+
+// usedUp reports whether a finite block time has run out at now.
+func (b *blockingCall) usedUp(now time.Time) bool {
+	return b.total > 0 && !now.Before(b.start.Add(b.total))
+}
+
+// redialable reports whether a round that failed may be retried on a new
+// connection. WAIT and WAITAOF count the acknowledgements of the writes
+// made on their own connection: on another one they would mean nothing.
+func (b *blockingCall) redialable() bool {
+	return b.spec.kind != blockWait && b.spec.kind != blockWaitAOF
+}
+
+// rounds runs b on c until a round's reply ends the wait (that reply is
+// returned), the block time is used up (the last round's reply is
+// returned), ctx ends, the pool closes, or a round fails (its error is
+// returned; the caller decides whether to retry elsewhere).
+func (p *Pool) rounds(ctx context.Context, c *conn, b *blockingCall, first *bool) (any, error) {
+	var last any
+	for {
+		if err := ctxErr(ctx); err != nil {
+			return nil, err
+		}
+		if p.closing.Err() != nil {
+			return nil, ErrPoolClosed
+		}
+		ctxDeadline, _ := ctx.Deadline()
+		wait, plan := b.plan(time.Now(), ctxDeadline, p.cfg.blockSlice, *first)
+		switch plan {
+		case planTimedOut:
+			return last, nil // the server's own "time ran out" reply
+		case planAwaitCtx:
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-p.closing.Done():
+				return nil, ErrPoolClosed
+			}
+		}
+		if b.spec.kind == blockXRead && !b.pinned && (b.total == 0 || b.total > wait) {
+			if err := b.pinLastIDs(ctx, c, p.cfg.readTimeout); err != nil {
+				return nil, err
+			}
+		}
+		*first = false
+		b.args[b.spec.arg] = formatTimeout(wait, b.spec.unit)
+		p.counters.blockingRounds.Add(1)
+		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
+			return redis.DoWithTimeout(c.rc, wait+blockGrace, b.cmd, b.args...)
+		})
+		if err != nil {
+			return reply, err
+		}
+		if b.ends(reply) {
+			return reply, nil
+		}
+		last = reply
+	}
+}
+
+// pinLastIDs replaces each "$" among XREAD's IDs with the last ID of its
+// stream ("0-0" if it has none), so that a re-issued round does not miss
+// what was added between two rounds. The lookups share one round trip.
+func (b *blockingCall) pinLastIDs(ctx context.Context, c *conn, readTimeout time.Duration) error {
+	b.pinned = true
+	streams := -1
+	for i, a := range b.args {
+		if argIs(a, "STREAMS") {
+			streams = i
+		}
+	}
+	n := (len(b.args) - streams - 1) / 2
+	if streams < 0 || n == 0 {
+		return nil // malformed: the server will say so
+	}
+	keys, ids := b.args[streams+1:streams+1+n], b.args[streams+1+n:]
+	var dollars []int
+	for i, id := range ids {
+		if argIs(id, "$") {
+			dollars = append(dollars, i)
+		}
+	}
+	if len(dollars) == 0 {
+		return nil
+	}
+	_, err := c.run(ctx, time.Now().Add(readTimeout), func() (any, error) {
+		for _, i := range dollars {
+			if err := c.rc.Send("XREVRANGE", keys[i], "+", "-", "COUNT", 1); err != nil {
+				return nil, err
+			}
+		}
+		replies, err := redis.Values(c.rc.Do(""))
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range dollars {
+			ids[i] = "0-0"
+			if last, err := redis.Values(replies[j], nil); err == nil && len(last) > 0 {
+				entry, err := redis.Values(last[0], nil)
+				if err != nil || len(entry) == 0 {
+					return nil, fmt.Errorf("unexpected XREVRANGE reply %v", replies[j])
+				}
+				ids[i] = entry[0]
+			} else if serverErr, ok := replies[j].(redis.Error); ok {
+				return nil, serverErr
+			}
+		}
+		return nil, nil
+	})
+	return err
+}
+
+// block runs a blocking command on connections of its own until a round's
+// reply ends the wait, the block time is used up, ctx ends, the pool
+// closes, or the server answers with an error. A round that fails on the
+// network is retried on a new connection, after killing the abandoned one
+// on the server, with capped, jittered backoff; a round ended by ctx is not
+// a failure and ends the call.
+func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 	var (
 		c        *conn
 		failures int
 		zombies  []int64 // server ids of connections abandoned mid-round
+		first    = true
 	)
 	defer func() {
 		if c != nil {
@@ -99,8 +318,8 @@ func (p *Pool) block(ctx context.Context, cmd string, args []any) (any, error) {
 		}
 	}()
 	for {
-		if err := ctx.Err(); err != nil {
-			return nil, p.wrapErr(ctx, cmd, err)
+		if err := ctxErr(ctx); err != nil {
+			return nil, p.wrapErr(ctx, b.cmd, err)
 		}
 		if p.closing.Err() != nil {
 			return nil, ErrPoolClosed
@@ -108,55 +327,50 @@ func (p *Pool) block(ctx context.Context, cmd string, args []any) (any, error) {
 		if c == nil {
 			var err error
 			if c, err = p.blockingConn(ctx, &zombies); err != nil {
-				if errors.Is(err, ErrPoolClosed) || ctx.Err() != nil {
-					return nil, p.wrapErr(ctx, cmd, err)
+				if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) {
+					return nil, p.wrapErr(ctx, b.cmd, err)
 				}
 				failures++
-				p.warnUnreachable(cmd, err, failures)
+				p.warnUnreachable(b.cmd, err, failures)
 				if err := p.backoff(ctx, failures); err != nil {
-					return nil, p.wrapErr(ctx, cmd, err)
+					return nil, p.wrapErr(ctx, b.cmd, err)
 				}
 				continue
 			}
 		}
-		p.counters.blockingRounds.Add(1)
-		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
-			return redis.DoWithTimeout(c.rc, readTimeout, cmd, args...)
-		})
+		reply, err := p.rounds(ctx, c, b, &first)
 		if err == nil {
 			if failures > 0 {
-				p.cfg.logger.Info("redisalive: blocking read recovered", "addr", p.cfg.addr, "cmd", cmd, "failed_rounds", failures)
-				failures = 0
-			}
-			if reply == nil {
-				continue // the slice ran out with no element: ask again
+				p.cfg.logger.Info("redisalive: blocking read recovered", "addr", p.cfg.addr, "cmd", b.cmd, "failed_rounds", failures)
 			}
 			return reply, nil
 		}
 		if _, ok := err.(redis.Error); ok && !c.broken() {
 			return nil, err
 		}
+		if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) {
+			return nil, p.wrapErr(ctx, b.cmd, err)
+		}
 		if c.clientID > 0 {
 			zombies = append(zombies, c.clientID)
 		}
 		p.put(c, false)
 		c = nil
-		if ctx.Err() != nil {
-			return nil, p.wrapErr(ctx, cmd, err)
-		}
 		failures++
 		p.counters.blockingRedials.Add(1)
-		p.warnUnreachable(cmd, err, failures)
+		p.warnUnreachable(b.cmd, err, failures)
 		if err := p.backoff(ctx, failures); err != nil {
-			return nil, p.wrapErr(ctx, cmd, err)
+			return nil, p.wrapErr(ctx, b.cmd, err)
 		}
 	}
 }
 
 // blockingConn checks out a connection for blocking reads: it learns the
 // connection's server id, so it can be killed if abandoned, and first kills
-// the connections abandoned before it. A checkout without a context
-// deadline waits PoolTimeout per attempt.
+// the connections abandoned before it. An id leaves zombies only once its
+// kill was answered; if this connection breaks on the way, it becomes a
+// zombie too. A checkout without a context deadline waits PoolTimeout per
+// attempt.
 func (p *Pool) blockingConn(ctx context.Context, zombies *[]int64) (*conn, error) {
 	start := time.Now()
 	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
@@ -176,24 +390,40 @@ func (p *Pool) blockingConn(ctx context.Context, zombies *[]int64) (*conn, error
 			c.clientID = -1 // the server has no CLIENT ID (miniredis): no zombie killing
 		}
 	}
-	for _, id := range *zombies {
+	for len(*zombies) > 0 {
+		id := (*zombies)[0]
 		// "No such client" just means the server already dropped it.
-		c.run(ctx, deadline, func() (any, error) { return c.rc.Do("CLIENT", "KILL", "ID", id) })
-	}
-	*zombies = (*zombies)[:0]
-	if c.broken() {
-		p.put(c, false)
-		return nil, errors.New("connection failed while killing abandoned connections")
+		_, err := c.run(ctx, deadline, func() (any, error) { return c.rc.Do("CLIENT", "KILL", "ID", id) })
+		if c.broken() {
+			if c.clientID > 0 {
+				*zombies = append(*zombies, c.clientID)
+			}
+			p.put(c, false)
+			return nil, fmt.Errorf("killing abandoned connection %d: %w", id, err)
+		}
+		*zombies = (*zombies)[1:]
 	}
 	return c, nil
 }
 
-// serverTimeout formats a blocking command's timeout in seconds: whole
-// seconds as an integer, which every Redis version accepts, else a decimal
-// (Redis 6+).
-func serverTimeout(d time.Duration) string {
-	if d%time.Second == 0 {
-		return strconv.FormatInt(int64(d/time.Second), 10)
+// warnUnreachable logs a failed blocking round, at most once per warnEvery
+// for the whole pool, so an outage does not flood the log.
+func (p *Pool) warnUnreachable(cmd string, err error, failures int) {
+	if p.blockLog.allow() {
+		p.cfg.logger.Warn("redisalive: blocking read failed; retrying on a new connection",
+			"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
 	}
-	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+}
+
+// ctxErr is ctx's error, or DeadlineExceeded once its deadline has passed
+// even if its timer has not fired yet: a socket deadline set from it can
+// beat the timer, and what ended the call is still the caller's deadline.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

@@ -3,6 +3,11 @@ package redisalive_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,4 +172,261 @@ func TestBRPopEndsWithErrPoolClosedAfterItsRound(t *testing.T) {
 	r := waitPop(t, ch, 2*time.Second)
 	assert.True(t, errors.Is(r.err, redisalive.ErrPoolClosed), "got %v, want ErrPoolClosed", r.err)
 	assert.Less(t, time.Since(start), 100*time.Millisecond+blockGrace+time.Second)
+}
+
+// blockingCase is one blocking command for the table-driven tests, with
+// the reply its timing out gives.
+type blockingCase struct {
+	cmd      string
+	args     []any
+	timedOut any
+}
+
+// blockingCases is every command of the blocking table that Redis 7.0 has,
+// each asked to block 2.5 s; WAITAOF (Redis 7.2) is covered by the table's
+// unit tests only.
+func blockingCases(consumer string) []blockingCase {
+	return []blockingCase{
+		{"BLPOP", []any{"l", 2.5}, nil},
+		{"BRPOP", []any{"l", "2.5"}, nil},
+		{"BRPOPLPUSH", []any{"l", "dst", 2.5}, nil},
+		{"BLMOVE", []any{"l", "dst", "LEFT", "RIGHT", 2.5}, nil},
+		{"BZPOPMIN", []any{"z", 2.5}, nil},
+		{"BZPOPMAX", []any{"z", 2.5}, nil},
+		{"BLMPOP", []any{2.5, 2, "l1", "l2", "LEFT"}, nil},
+		{"BZMPOP", []any{2.5, 1, "z", "MIN"}, nil},
+		{"XREAD", []any{"BLOCK", 2500, "STREAMS", "s", "$"}, nil},
+		{"XREADGROUP", []any{"GROUP", "g", consumer, "BLOCK", 2500, "STREAMS", "s", ">"}, nil},
+		{"WAIT", []any{1, 2500}, int64(0)}, // no replica will ever acknowledge
+	}
+}
+
+// TestEveryBlockingCommandWaitsItsBlockTimeAndReturnsTheServersReply runs
+// each command of the table, through Pool.Do and through DoContext on a
+// connection from Get, with a block time of 2.5 s under a ReadTimeout of
+// 1 s: each must return the server's own timed-out reply after 2.5 s, with
+// no error and no connection lost.
+func TestEveryBlockingCommandWaitsItsBlockTimeAndReturnsTheServersReply(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Do(t, "XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")
+	p := newServerPool(t, srv, redisalive.Options{ReadTimeout: time.Second, MaxActive: 64})
+	const block = 2500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	type result struct {
+		what  string
+		reply any
+		err   error
+		took  time.Duration
+		want  any
+	}
+	results := make(chan result, 64)
+	var wg sync.WaitGroup
+	for _, path := range []string{"Do", "Get+DoContext"} {
+		for _, tc := range blockingCases("c-" + path) {
+			wg.Go(func() {
+				start := time.Now()
+				var reply any
+				var err error
+				if path == "Do" {
+					reply, err = p.Do(ctx, tc.cmd, tc.args...)
+				} else {
+					var c redis.Conn
+					if c, err = p.Get(ctx); err == nil {
+						reply, err = redis.DoContext(c, ctx, tc.cmd, tc.args...)
+						c.Close()
+					}
+				}
+				results <- result{path + " " + tc.cmd, reply, err, time.Since(start), tc.timedOut}
+			})
+		}
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		t.Logf("%s: %v after %v", r.what, r.reply, r.took.Round(time.Millisecond))
+		assert.NoError(t, r.err, r.what)
+		assert.Equal(t, r.want, r.reply, r.what)
+		assert.GreaterOrEqual(t, r.took, block-50*time.Millisecond, "%s: returned before its block time", r.what)
+		assert.Less(t, r.took, block+1500*time.Millisecond, "%s: got %v, want about %v", r.what, r.took, block)
+	}
+	s := p.Stats()
+	assert.Zero(t, s.ErrorClosed+s.CanceledClosed+s.DeadClosed, "connections lost: %+v", s)
+	assert.Zero(t, s.BlockingRedials, "BlockingRedials")
+}
+
+// TestBlockForeverFormsReturnTheEntryAddedRoundsLater starts the
+// block-forever form of each command family, adds what each waits for
+// after several rounds have passed, and expects it back.
+func TestBlockForeverFormsReturnTheEntryAddedRoundsLater(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Do(t, "XGROUP", "CREATE", "gs", "g", "$", "MKSTREAM")
+	const slice = 300 * time.Millisecond
+	p := newServerPool(t, srv, redisalive.Options{BlockSlice: slice, ReadTimeout: 500 * time.Millisecond, MaxActive: 16})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	cases := []struct {
+		cmd  string
+		args []any
+		add  []any // the command that gives the waiter its reply
+	}{
+		{"XREAD", []any{"BLOCK", 0, "STREAMS", "xs", "$"}, []any{"XADD", "xs", "*", "f", "xread"}},
+		{"XREADGROUP", []any{"GROUP", "g", "c", "BLOCK", 0, "STREAMS", "gs", ">"}, []any{"XADD", "gs", "*", "f", "xreadgroup"}},
+		{"BZPOPMIN", []any{"z", 0}, []any{"ZADD", "z", 1, "bzpopmin"}},
+		{"BLMPOP", []any{0, 1, "ml", "LEFT"}, []any{"LPUSH", "ml", "blmpop"}},
+		{"BRPOP", []any{"bl", 0}, []any{"LPUSH", "bl", "brpop"}},
+	}
+	type result struct {
+		reply any
+		err   error
+	}
+	done := make([]chan result, len(cases))
+	for i, tc := range cases {
+		done[i] = make(chan result, 1)
+		go func() {
+			reply, err := p.Do(ctx, tc.cmd, tc.args...)
+			done[i] <- result{reply, err}
+		}()
+	}
+	waitFor(t, 5*time.Second, "several rounds of every command", func() bool {
+		return p.Stats().BlockingRounds >= int64(4*len(cases))
+	})
+	for i, tc := range cases {
+		srv.Do(t, tc.add[0].(string), tc.add[1:]...)
+		select {
+		case r := <-done[i]:
+			require.NoError(t, r.err, tc.cmd)
+			assert.Contains(t, strings.ToLower(fmt.Sprintf("%s", r.reply)), strings.ToLower(tc.cmd), "%s: got %s", tc.cmd, r.reply)
+		case <-time.After(slice + blockGrace + time.Second):
+			t.Fatalf("%s: no reply within a round of the %s", tc.cmd, tc.add[0])
+		}
+	}
+	s := p.Stats()
+	assert.Zero(t, s.ErrorClosed+s.CanceledClosed+s.BlockingRedials, "stats: %+v", s)
+}
+
+// TestXReadDollarMissesNoEntryAddedBetweenRounds: "$" means "entries added
+// after this call began", so re-issuing XREAD with "$" for each round would
+// skip an entry added while one round's empty reply and the next round
+// were on the wire. A proxy adds 150 ms each way so that this gap is
+// 300 ms of every ~400 ms; every call must still return exactly the entry
+// added after it began.
+func TestXReadDollarMissesNoEntryAddedBetweenRounds(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy, err := faultproxy.New(srv.Addr())
+	require.NoError(t, err)
+	defer proxy.Close()
+	const slice = 100 * time.Millisecond
+	p, err := redisalive.NewPool(redisalive.Options{Addr: proxy.Addr(), BlockSlice: slice, ReadTimeout: time.Second})
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = p.Do(context.Background(), "PING") // dial before the latency
+	require.NoError(t, err)
+	proxy.SetLatency(150 * time.Millisecond)
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got := make(chan any, 1)
+		go func() {
+			reply, err := p.Do(ctx, "XREAD", "BLOCK", 0, "STREAMS", "s", "$")
+			assert.NoError(t, err)
+			got <- reply
+		}()
+		// Past the first round, at a random point of the round cycle.
+		time.Sleep(time.Duration(600+rng.IntN(400)) * time.Millisecond) // places the XADD; not synchronisation
+		id := srv.Do(t, "XADD", "s", "*", "n", i)
+		select {
+		case reply := <-got:
+			streams, err := redis.Values(reply, nil)
+			require.NoError(t, err)
+			require.Len(t, streams, 1)
+			stream, _ := redis.Values(streams[0], nil)
+			entries, _ := redis.Values(stream[1], nil)
+			first, _ := redis.Values(entries[0], nil)
+			assert.Equal(t, id, first[0], "call %d: got another entry than the one added after it began", i)
+		case <-time.After(3 * time.Second):
+			t.Fatalf("call %d: the entry added after it began was missed", i)
+		}
+		cancel()
+	}
+	t.Logf("rounds: %d", p.Stats().BlockingRounds)
+}
+
+// TestBRPopEndedByItsDeadlineAtARoundBoundaryIsNoFailure: deadlines that
+// land just after a round boundary once made the next round fail and
+// count a redial, a dial error and a warning on a healthy server.
+func TestBRPopEndedByItsDeadlineAtARoundBoundaryIsNoFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	var logs syncBuffer
+	p := newServerPool(t, srv, redisalive.Options{
+		MaxActive: 40,
+		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	slice := redisalive.DefaultBlockSlice
+	var wg sync.WaitGroup
+	for i := range 30 {
+		deadline := time.Duration(1+i%3)*slice + time.Duration(i%6)*time.Millisecond
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			start := time.Now()
+			_, _, err := p.BRPop(ctx, "empty")
+			took := time.Since(start)
+			assert.ErrorIs(t, err, context.DeadlineExceeded, "deadline %v", deadline)
+			assert.Less(t, took, deadline+500*time.Millisecond, "deadline %v: returned after %v", deadline, took)
+		})
+	}
+	wg.Wait()
+	s := p.Stats()
+	t.Logf("stats: %+v", s)
+	assert.Zero(t, s.BlockingRedials, "BlockingRedials")
+	assert.Zero(t, s.DialErrors, "DialErrors")
+	assert.Zero(t, s.ErrorClosed, "ErrorClosed")
+	assert.Empty(t, logs.String(), "warnings")
+}
+
+// TestBRPopDeadlineKeepsTheConnection: the last round is cut to end before
+// the caller's deadline, so the deadline costs no connection.
+func TestBRPopDeadlineKeepsTheConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newServerPool(t, srv, redisalive.Options{})
+	for _, d := range []time.Duration{700 * time.Millisecond, 1500 * time.Millisecond} {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		_, _, err := p.BRPop(ctx, "empty")
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	s := p.Stats()
+	assert.Equal(t, int64(1), s.Dials, "Dials: one connection served both calls")
+	assert.Zero(t, s.CanceledClosed+s.ErrorClosed, "connections closed: %+v", s)
+	assert.Equal(t, 1, s.Idle, "Idle")
+}
+
+// TestConsumeEndedByItsContextCountsNoFailure: stopping a consumer is not
+// a network failure, whichever way its context ends.
+func TestConsumeEndedByItsContextCountsNoFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	for _, end := range []string{"cancel", "deadline"} {
+		p := newServerPool(t, srv, redisalive.Options{})
+		q, err := redisalive.NewQueue(p, "stop-"+end, redisalive.QueueOptions{Concurrency: 4})
+		require.NoError(t, err)
+		// Long enough for two heartbeats and several rounds per worker.
+		ctx, cancel := context.WithTimeout(context.Background(), 2100*time.Millisecond)
+		if end == "cancel" {
+			cancel()
+			ctx, cancel = context.WithCancel(context.Background())
+			time.AfterFunc(2100*time.Millisecond, cancel)
+		}
+		err = q.Consume(ctx, func(context.Context, []byte) error { return nil })
+		cancel()
+		require.Error(t, err)
+		s := p.Stats()
+		t.Logf("%s: %+v", end, s)
+		assert.Zero(t, s.DialErrors, "%s: DialErrors", end)
+		assert.Zero(t, s.BlockingRedials, "%s: BlockingRedials", end)
+		assert.Zero(t, s.ErrorClosed, "%s: ErrorClosed", end)
+	}
 }

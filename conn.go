@@ -2,9 +2,12 @@ package redisalive
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
+	"errors"
 	"net"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,15 +26,32 @@ var aLongTimeAgo = time.Unix(1, 0)
 // the abort flag after it, so whichever of the two runs last, the socket
 // ends with the past deadline; this costs an atomic load where a mutex
 // would cost a lock per update on the hot path.
+//
+// A read may also wait quietly (see quiet): then it proves the link with a
+// PING whenever nothing has arrived for a while, instead of giving up at a
+// deadline that a healthy but silent link would reach.
 type limitConn struct {
 	net.Conn
-	limit time.Time   // zero: no limit; read and written only by the connection's holder
-	dead  atomic.Bool // set by abort
+	limit atomic.Int64 // UnixNano of the cap; 0: none. Set by the reader, read by the writer too
+	dead  atomic.Bool  // set by abort
+
+	// Owned by the goroutine that reads.
+	readDeadline time.Time // as last set, after the cap
+	quiet        *quietRead
+}
+
+// quietRead lets a read wait as long as the link is healthy. It suits a
+// connection on which replies arrive unasked (a subscription), where any
+// fixed read deadline would fail a healthy but quiet link.
+type quietRead struct {
+	every  time.Duration // PING after this long with nothing received
+	within time.Duration // and expect something within this long of it
+	ping   func() bool   // sends a PING; false if a command being sent will bring a reply anyway
 }
 
 func (c *limitConn) clamp(t time.Time) time.Time {
-	if !c.limit.IsZero() && (t.IsZero() || t.After(c.limit)) {
-		return c.limit
+	if n := c.limit.Load(); n != 0 && (t.IsZero() || t.UnixNano() > n) {
+		return time.Unix(0, n)
 	}
 	return t
 }
@@ -44,13 +64,17 @@ func (c *limitConn) reabort() {
 }
 
 func (c *limitConn) SetDeadline(t time.Time) error {
-	err := c.Conn.SetDeadline(c.clamp(t))
+	t = c.clamp(t)
+	c.readDeadline = t
+	err := c.Conn.SetDeadline(t)
 	c.reabort()
 	return err
 }
 
 func (c *limitConn) SetReadDeadline(t time.Time) error {
-	err := c.Conn.SetReadDeadline(c.clamp(t))
+	t = c.clamp(t)
+	c.readDeadline = t
+	err := c.Conn.SetReadDeadline(t)
 	c.reabort()
 	return err
 }
@@ -61,7 +85,53 @@ func (c *limitConn) SetWriteDeadline(t time.Time) error {
 	return err
 }
 
-func (c *limitConn) setLimit(t time.Time) { c.limit = t }
+func (c *limitConn) Read(b []byte) (int, error) {
+	if c.quiet == nil {
+		return c.Conn.Read(b)
+	}
+	return c.readQuietly(b)
+}
+
+// readQuietly reads until data arrives, the deadline last set passes, or
+// the link fails: after every quiet stretch of q.every it sends a PING and
+// gives the link q.within to answer. A timeout of Go's own socket read,
+// unlike redigo's, leaves the connection usable (for TLS too: crypto/tls
+// keeps a partial record and reports the timeout as temporary), so the
+// read can wake, ping and go on.
+func (c *limitConn) readQuietly(b []byte) (int, error) {
+	q := c.quiet
+	hard := c.readDeadline
+	wake := time.Now().Add(q.every)
+	pinged := false
+	for {
+		d := wake
+		if !hard.IsZero() && hard.Before(d) {
+			d = hard
+		}
+		c.Conn.SetReadDeadline(d)
+		c.reabort()
+		n, err := c.Conn.Read(b)
+		if n > 0 || !isTimeout(err) || pinged || c.dead.Load() || !d.Before(hard) && !hard.IsZero() {
+			return n, err
+		}
+		q.ping()
+		pinged = true
+		wake = time.Now().Add(q.within)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (c *limitConn) setLimit(t time.Time) {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+	}
+	c.limit.Store(n)
+}
 
 func (c *limitConn) abort() {
 	c.dead.Store(true)
@@ -76,11 +146,18 @@ type conn struct {
 	nc    *limitConn
 	check peeker
 
+	// wmu serialises writers when the holder receives on one goroutine
+	// while it sends on another, as redigo allows and Pub/Sub needs: the
+	// holder's sends and the PINGs of a quiet read.
+	wmu sync.Mutex
+
 	createdAt  time.Time
 	returnedAt time.Time // last return to the pool by a caller
 	pingedAt   time.Time // last health-check PING
 	clientID   int64     // the server's CLIENT ID, fetched on first blocking use; -1 if unsupported
-	aborted    bool      // a command was interrupted: the socket is unusable
+
+	aborted  atomic.Bool // a command was interrupted: the socket is unusable
+	canceled atomic.Bool // what broke it was the caller's context, not the network
 
 	// Leak detection; guarded by Pool.mu.
 	checkedOutAt time.Time
@@ -125,7 +202,12 @@ func (c *conn) run(ctx context.Context, deadline time.Time, op func() (any, erro
 	reply, err := op()
 	if stop != nil && !stop() {
 		// abort ran or is running: the socket's deadline is gone for good.
-		c.aborted = true
+		c.aborted.Store(true)
+	}
+	if ctxErr(ctx) != nil && c.broken() {
+		// Also when op succeeded just before abort ran: the socket is
+		// poisoned all the same, and the cause is still the caller's.
+		c.canceled.Store(true)
 	}
 	if !deadline.IsZero() {
 		c.nc.setLimit(time.Time{})
@@ -134,62 +216,42 @@ func (c *conn) run(ctx context.Context, deadline time.Time, op func() (any, erro
 }
 
 // broken reports whether the connection must not be reused.
-func (c *conn) broken() bool { return c.aborted || c.rc.Err() != nil }
+func (c *conn) broken() bool { return c.aborted.Load() || c.rc.Err() != nil }
 
 func (c *conn) close() error { return c.rc.Close() }
 
-// effect is what a command does to connection state that outlives it.
-type effect uint8
+// keepalivePing is the argument of the PINGs a quiet read sends; replies
+// carrying it are the pool's own and never reach a caller. The random part
+// keeps an application's PING from being taken for one.
+var keepalivePing = func() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "redisalive-keepalive-" + hex.EncodeToString(b)
+}()
 
-const (
-	effNone    effect = iota
-	effOpenTx         // MULTI or WATCH: state a later user must not inherit until closed
-	effCloseTx        // EXEC, DISCARD or UNWATCH: ends that state
-	effTaint          // state that cannot be safely undone (subscriptions, SELECT, ...)
-)
+// sendKeepalivePing sends a PING for a quiet read, unless a writer is busy:
+// the command it sends will bring a reply, which proves the link as well.
+func (c *conn) sendKeepalivePing() bool {
+	if !c.wmu.TryLock() {
+		return false
+	}
+	defer c.wmu.Unlock()
+	// A failed write breaks the redigo connection, which closes the socket
+	// and so ends the read that asked for the PING.
+	if c.rc.Send("PING", keepalivePing) == nil {
+		c.rc.Flush()
+	}
+	return true
+}
 
-// effectOf classifies cmd without allocating; it is on every command's path.
-func effectOf(cmd string, args []any) effect {
-	eq := strings.EqualFold
-	switch len(cmd) {
-	case 4:
-		if eq(cmd, "EXEC") {
-			return effCloseTx
-		}
-	case 5:
-		switch {
-		case eq(cmd, "MULTI"), eq(cmd, "WATCH"):
-			return effOpenTx
-		case eq(cmd, "HELLO"), eq(cmd, "RESET"):
-			return effTaint
-		}
-	case 6:
-		switch {
-		case eq(cmd, "SELECT"):
-			return effTaint
-		case eq(cmd, "CLIENT") && len(args) > 0:
-			// CLIENT REPLY OFF|SKIP and CLIENT TRACKING change what later
-			// commands receive.
-			sub, _ := args[0].(string)
-			if eq(sub, "REPLY") || eq(sub, "TRACKING") {
-				return effTaint
-			}
-		}
-	case 7:
-		switch {
-		case eq(cmd, "DISCARD"), eq(cmd, "UNWATCH"):
-			return effCloseTx
-		case eq(cmd, "MONITOR"):
-			return effTaint
-		}
-	case 9:
-		if eq(cmd, "SUBSCRIBE") {
-			return effTaint
-		}
-	case 10:
-		if eq(cmd, "PSUBSCRIBE") || eq(cmd, "SSUBSCRIBE") {
-			return effTaint
+// isKeepalivePong reports whether reply answers sendKeepalivePing: a bulk
+// string outside subscribed mode, ["pong", arg] inside it.
+func isKeepalivePong(reply any) bool {
+	if r, ok := reply.([]any); ok && len(r) == 2 {
+		if kind, ok := r[0].([]byte); ok && string(kind) == "pong" {
+			reply = r[1]
 		}
 	}
-	return effNone
+	b, ok := reply.([]byte)
+	return ok && string(b) == keepalivePing
 }

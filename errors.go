@@ -17,8 +17,21 @@ var (
 	// describes the pool at the moment the wait gave up.
 	ErrPoolTimeout = errors.New("redisalive: timed out waiting for a free connection")
 
+	// ErrSubscriptionClosed is returned by a Subscription's methods after
+	// its Close.
+	ErrSubscriptionClosed = errors.New("redisalive: subscription is closed")
+
+	// ErrMessagesLost is matched by the *GapError that Subscription.Receive
+	// returns after a reconnect: Pub/Sub messages published meanwhile were
+	// lost.
+	ErrMessagesLost = errors.New("redisalive: Pub/Sub messages lost while reconnecting")
+
 	// ErrInvalidOptions is matched by every *OptionError.
 	ErrInvalidOptions = errors.New("redisalive: invalid options")
+
+	// errNilContext is returned, rather than a panic deep inside, by every
+	// call given a nil context.
+	errNilContext = errors.New("redisalive: nil context.Context; pass context.Background() or a context with a deadline")
 
 	// errConnReturned is what a connection handle answers after its Close:
 	// the socket behind it already belongs to someone else.

@@ -303,7 +303,8 @@ func faultTestHealthCheckUnderBlackhole(t *testing.T) {
 
 	s := p.Stats()
 	assert.Equal(t, int64(2), s.DeadClosed, "DeadClosed")
-	assert.Equal(t, int64(1), s.ErrorClosed, "ErrorClosed")
+	assert.Equal(t, int64(1), s.CanceledClosed, "CanceledClosed: the first Do's ctx cut its command")
+	assert.Zero(t, s.ErrorClosed, "ErrorClosed")
 	assert.GreaterOrEqual(t, s.HealthChecks, int64(2), "HealthChecks")
 	assert.Equal(t, 0, s.Active, "Active")
 
@@ -722,7 +723,7 @@ func faultTestSlowServer(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	faultAssertElapsed(t, "Do against the sleeping server", took, deadline-10*time.Millisecond, deadline+faultSlack/2)
 	s := p.Stats()
-	assert.Equal(t, int64(1), s.ErrorClosed, "ErrorClosed: the interrupted connection must be discarded")
+	assert.Equal(t, int64(1), s.CanceledClosed, "CanceledClosed: the interrupted connection must be discarded")
 	assert.Equal(t, 0, s.Active, "Active")
 
 	reply, err := redis.String(admin.Receive())

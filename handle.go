@@ -2,20 +2,57 @@ package redisalive
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
 
-// handle is the redis.Conn that Get returns. It tracks transaction state so
-// that a connection left inside MULTI or WATCH is not handed to the next
-// user, and it becomes inert after Close.
+// handle is the redis.Conn that Get returns. It tracks the state its
+// commands leave on the connection, so that a connection left inside MULTI
+// or WATCH is not handed to the next user, gives each reply the deadline
+// its command needs (see Pool.Get), and becomes inert after Close.
+//
+// As with redigo's own connections, one goroutine may receive while
+// another sends: the Pub/Sub pattern of redis.PubSubConn.
 type handle struct {
-	p       *Pool
-	c       *conn // nil after Close
-	txOpen  bool  // MULTI or WATCH without EXEC, DISCARD or UNWATCH
-	tainted bool  // state that cannot be undone: close instead of reuse
-	pending int   // commands sent whose replies are unread
+	p *Pool
+
+	quiet *quietRead // for reads once subscribed; set up by the first
+
+	mu          sync.Mutex // guards the fields below, never held during I/O
+	c           *conn      // nil after Close
+	txOpen      bool       // MULTI or WATCH without EXEC, DISCARD or UNWATCH
+	inMulti     bool       // MULTI without EXEC or DISCARD: commands are queued, not run
+	tainted     bool       // state that cannot be undone: close instead of reuse
+	subscribed  bool       // replies arrive unasked: reads wait quietly
+	pending     int        // commands sent whose replies are unread
+	pendingWait pendingWait
+}
+
+// pendingWait is how long the server may hold the unread replies beyond
+// the usual reply time: the longest block time among the blocking commands
+// sent; forever if one of them blocks until a reply.
+type pendingWait struct {
+	d       time.Duration
+	forever bool
+}
+
+func (w *pendingWait) add(d time.Duration) {
+	if d == 0 {
+		w.forever = true
+	}
+	w.d = max(w.d, d)
+}
+
+// readTimeout is the read timeout for the next reply: the pool's, plus
+// what a blocking command may hold it; 0 (none, only ctx and keepalive)
+// for one that blocks until a reply.
+func (w pendingWait) readTimeout(base time.Duration) time.Duration {
+	if w.forever {
+		return 0
+	}
+	return base + w.d
 }
 
 var (
@@ -26,24 +63,30 @@ var (
 
 // Close returns the connection to the pool. A connection with unread
 // pipelined replies is drained first; one left in a transaction, a
-// subscription or a broken state is closed instead.
+// subscription or a broken state, or awaiting the reply of a blocking
+// command, is closed instead.
 func (h *handle) Close() error {
+	h.mu.Lock()
 	c := h.c
+	h.c = nil
+	reuse := !h.tainted && (h.pendingWait == pendingWait{})
+	cleanup := h.txOpen || h.pending > 0
+	txOpen := h.txOpen
+	h.mu.Unlock()
 	if c == nil {
 		return nil
 	}
-	h.c = nil
-	reuse := !h.tainted
-	if reuse && (h.txOpen || h.pending > 0) {
+	if reuse && cleanup {
 		// Read the outstanding replies and end the transaction, bounded by
 		// the usual timeouts; any failure just means the connection is
 		// closed rather than reused.
-		_, err := c.run(context.Background(), time.Time{}, func() (any, error) { return c.rc.Do("") })
-		if err == nil && h.txOpen {
-			_, err = c.run(context.Background(), time.Time{}, func() (any, error) { return c.rc.Do("DISCARD") })
+		bg := context.Background()
+		_, err := c.run(bg, time.Time{}, func() (any, error) { return c.rc.Do("") })
+		if err == nil && txOpen {
+			_, err = c.run(bg, time.Time{}, func() (any, error) { return c.rc.Do("DISCARD") })
 			if _, isServerErr := err.(redis.Error); isServerErr {
 				// ERR DISCARD without MULTI: only WATCH was open.
-				_, err = c.run(context.Background(), time.Time{}, func() (any, error) { return c.rc.Do("UNWATCH") })
+				_, err = c.run(bg, time.Time{}, func() (any, error) { return c.rc.Do("UNWATCH") })
 			}
 		}
 		reuse = err == nil
@@ -54,117 +97,231 @@ func (h *handle) Close() error {
 
 // Err returns a non-nil error if the connection is unusable.
 func (h *handle) Err() error {
-	if h.c == nil {
+	h.mu.Lock()
+	c := h.c
+	h.mu.Unlock()
+	if c == nil {
 		return errConnReturned
 	}
-	return h.c.rc.Err()
+	return c.rc.Err()
 }
 
-func (h *handle) track(cmd string, args []any) {
-	switch effectOf(cmd, args) {
+// trackLocked records what a command about to be sent does to the
+// connection, and returns its table entry; blocking is false inside MULTI,
+// where the server queues a blocking command instead of blocking.
+func (h *handle) trackLocked(cmd string, args []any) (info cmdInfo, total time.Duration, blocking bool) {
+	info = lookupCommand(cmd, args)
+	if info.block.kind != notBlocking && !h.inMulti {
+		total, blocking = info.block.blockTime(args)
+	}
+	switch info.effect {
 	case effOpenTx:
 		h.txOpen = true
+	case effMulti:
+		h.txOpen, h.inMulti = true, true
 	case effCloseTx:
-		h.txOpen = false
+		h.txOpen, h.inMulti = false, false
+	case effUnwatch:
+		if !h.inMulti { // inside MULTI it is only queued
+			h.txOpen = false
+		}
 	case effTaint:
 		h.tainted = true
+	case effSubscribe:
+		h.tainted, h.subscribed = true, true
 	}
+	return info, total, blocking
 }
 
-// Do runs a command bounded by ReadTimeout and WriteTimeout.
+// Do runs a command as DoContext does, with a context that never ends.
 func (h *handle) Do(cmd string, args ...any) (any, error) {
-	return h.DoContext(context.Background(), cmd, args...)
+	return h.do(context.Background(), 0, cmd, args)
 }
 
 // DoContext runs a command bounded also by ctx. If ctx ends first, the call
 // returns an error matching ctx's error and the connection will be closed
-// when returned, since the reply may still be on its way.
+// when returned, since the reply may still be on its way. Its reply gets
+// the deadline Pool.Get describes: ReadTimeout, or for a blocking command,
+// rounds of BlockSlice until it replies or its block time is used up.
 func (h *handle) DoContext(ctx context.Context, cmd string, args ...any) (any, error) {
+	if ctx == nil {
+		return nil, errNilContext
+	}
 	return h.do(ctx, 0, cmd, args)
 }
 
-// DoWithTimeout runs a command whose reply may take up to timeout, as for
-// redis.DoWithTimeout.
+// DoWithTimeout runs a command whose reply may take up to timeout instead
+// of ReadTimeout. A blocking command still runs in rounds, and timeout
+// caps the whole call: when it passes first, the error matches
+// context.DeadlineExceeded. A timeout of 0 means no extra limit, as Do.
 func (h *handle) DoWithTimeout(timeout time.Duration, cmd string, args ...any) (any, error) {
 	return h.do(context.Background(), timeout, cmd, args)
 }
 
 func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args []any) (any, error) {
+	h.mu.Lock()
 	c := h.c
 	if c == nil {
+		h.mu.Unlock()
 		return nil, errConnReturned
 	}
+	var (
+		info     cmdInfo
+		total    time.Duration
+		blocking bool
+	)
 	if cmd != "" {
-		h.track(cmd, args)
+		info, total, blocking = h.trackLocked(cmd, args)
 	}
-	reply, err := c.run(ctx, time.Time{}, func() (any, error) {
-		if timeout > 0 {
-			return redis.DoWithTimeout(c.rc, timeout, cmd, args...)
+	pending, wait := h.pending, h.pendingWait
+	h.pending, h.pendingWait = 0, pendingWait{} // Do reads every pending reply
+	h.mu.Unlock()
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !blocking {
+		readTimeout := timeout
+		if readTimeout <= 0 {
+			readTimeout = wait.readTimeout(h.p.cfg.readTimeout)
 		}
-		return c.rc.Do(cmd, args...)
-	})
-	h.pending = 0 // Do reads every pending reply
-	if err != nil {
-		return reply, h.p.wrapErr(ctx, cmd, err)
+		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
+			return redis.DoWithTimeout(c.rc, readTimeout, cmd, args...)
+		})
+		return reply, h.wrapErr(ctx, cmd, err)
 	}
-	return reply, nil
+
+	// Replies sent before the blocking command come first, as in redigo:
+	// the first server error among them is the call's error.
+	var firstErr error
+	if pending > 0 {
+		replies, err := redis.Values(c.run(ctx, time.Time{}, func() (any, error) {
+			return redis.DoWithTimeout(c.rc, wait.readTimeout(h.p.cfg.readTimeout), "")
+		}))
+		if err != nil {
+			return nil, h.wrapErr(ctx, cmd, err)
+		}
+		for _, r := range replies {
+			if e, ok := r.(redis.Error); ok {
+				firstErr = e
+				break
+			}
+		}
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	first := true
+	reply, err := h.p.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()), &first)
+	if err == nil {
+		err = firstErr
+	}
+	return reply, h.wrapErr(ctx, cmd, err)
+}
+
+func (h *handle) wrapErr(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return h.p.wrapErr(ctx, op, err)
 }
 
 // Send writes a command to the output buffer without waiting for its reply.
 func (h *handle) Send(cmd string, args ...any) error {
-	if h.c == nil {
+	h.mu.Lock()
+	c := h.c
+	if c == nil {
+		h.mu.Unlock()
 		return errConnReturned
 	}
-	h.track(cmd, args)
-	if err := h.c.rc.Send(cmd, args...); err != nil {
-		return h.p.wrapErr(context.Background(), cmd, err)
+	if _, total, blocking := h.trackLocked(cmd, args); blocking {
+		h.pendingWait.add(total)
 	}
 	h.pending++
-	return nil
+	h.mu.Unlock()
+	c.wmu.Lock()
+	err := c.rc.Send(cmd, args...)
+	c.wmu.Unlock()
+	return h.wrapErr(context.Background(), cmd, err)
 }
 
 // Flush writes the output buffer to the server.
 func (h *handle) Flush() error {
-	if h.c == nil {
+	h.mu.Lock()
+	c := h.c
+	h.mu.Unlock()
+	if c == nil {
 		return errConnReturned
 	}
-	if err := h.c.rc.Flush(); err != nil {
-		return h.p.wrapErr(context.Background(), "flush", err)
-	}
-	return nil
+	c.wmu.Lock()
+	err := c.rc.Flush()
+	c.wmu.Unlock()
+	return h.wrapErr(context.Background(), "flush", err)
 }
 
-// Receive reads one reply, bounded by ReadTimeout.
+// Receive reads one reply as ReceiveContext does, with a context that
+// never ends.
 func (h *handle) Receive() (any, error) {
-	return h.ReceiveContext(context.Background())
+	return h.receive(context.Background(), 0)
 }
 
-// ReceiveContext reads one reply, bounded also by ctx.
+// ReceiveContext reads one reply, bounded also by ctx. It waits
+// ReadTimeout, or longer for the reply of a blocking command sent with
+// Send (its block time plus ReadTimeout; only ctx and TCP keepalive bound
+// one that blocks until a reply). On a subscribed connection it waits for
+// the next message as long as the link is alive: whenever nothing has
+// arrived for PubSubPingInterval it sends a PING, and a link that does not
+// answer within ReadTimeout fails the read. Those PINGs' replies are never
+// returned.
 func (h *handle) ReceiveContext(ctx context.Context) (any, error) {
+	if ctx == nil {
+		return nil, errNilContext
+	}
 	return h.receive(ctx, 0)
 }
 
-// ReceiveWithTimeout reads one reply that may take up to timeout.
+// ReceiveWithTimeout reads one reply that may take up to timeout; a
+// timeout of 0 waits as Receive does.
 func (h *handle) ReceiveWithTimeout(timeout time.Duration) (any, error) {
 	return h.receive(context.Background(), timeout)
 }
 
 func (h *handle) receive(ctx context.Context, timeout time.Duration) (any, error) {
-	c := h.c
+	h.mu.Lock()
+	c, subscribed, wait := h.c, h.subscribed, h.pendingWait
+	h.mu.Unlock()
 	if c == nil {
 		return nil, errConnReturned
 	}
-	reply, err := c.run(ctx, time.Time{}, func() (any, error) {
-		if timeout > 0 {
-			return redis.ReceiveWithTimeout(c.rc, timeout)
+	readTimeout := timeout
+	if readTimeout <= 0 {
+		readTimeout = wait.readTimeout(h.p.cfg.readTimeout)
+	}
+	if subscribed {
+		if timeout <= 0 {
+			readTimeout = 0
 		}
-		return c.rc.Receive()
-	})
-	if h.pending > 0 {
-		h.pending--
+		if h.quiet == nil {
+			h.quiet = h.p.quietRead(c)
+		}
+		c.nc.quiet = h.quiet
+		defer func() { c.nc.quiet = nil }()
 	}
-	if err != nil {
-		return reply, h.p.wrapErr(ctx, "receive", err)
+	for {
+		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
+			return redis.ReceiveWithTimeout(c.rc, readTimeout)
+		})
+		if err == nil && subscribed && isKeepalivePong(reply) {
+			continue
+		}
+		h.mu.Lock()
+		if h.pending > 0 {
+			if h.pending--; h.pending == 0 {
+				h.pendingWait = pendingWait{}
+			}
+		}
+		h.mu.Unlock()
+		return reply, h.wrapErr(ctx, "receive", err)
 	}
-	return reply, nil
 }

@@ -136,7 +136,7 @@ func (p *Pool) ping(conns []*conn, now time.Time) {
 	if !stop() {
 		// Close interrupted the pass: no socket here is trustworthy now.
 		for _, c := range alive {
-			c.aborted = true
+			c.aborted.Store(true)
 		}
 	}
 	p.mu.Lock()
@@ -145,7 +145,7 @@ func (p *Pool) ping(conns []*conn, now time.Time) {
 	// were out.
 	var reject []*conn
 	for i := len(alive) - 1; i >= 0; i-- {
-		if c := alive[i]; c.aborted || !p.putIdleLocked(c, true) {
+		if c := alive[i]; c.aborted.Load() || !p.putIdleLocked(c, true) {
 			reject = append(reject, c)
 		}
 	}

@@ -38,12 +38,6 @@ func TestPlanHealthWakesAfterOneIntervalWhenNothingIsIdle(t *testing.T) {
 	assert.Equal(t, now.Add(3*time.Second), next)
 }
 
-func TestServerTimeoutFormatsWholeAndFractionalSeconds(t *testing.T) {
-	assert.Equal(t, "1", serverTimeout(time.Second))
-	assert.Equal(t, "30", serverTimeout(30*time.Second))
-	assert.Equal(t, "0.25", serverTimeout(250*time.Millisecond))
-}
-
 func TestHealthPingClosesAndCountsConnectionsMaxIdleNoLongerHasRoomFor(t *testing.T) {
 	mr := miniredis.RunT(t)
 	p, err := NewPool(Options{Addr: mr.Addr(), MaxIdle: 1, HealthCheckInterval: time.Hour})

@@ -3,6 +3,7 @@ package redisalive_test
 import (
 	"bytes"
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,37 @@ func newMiniPool(t *testing.T, opts redisalive.Options) (*redisalive.Pool, *mini
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	return p, mr
+}
+
+// silentServer accepts connections and never answers, like a server
+// whose replies are lost; it and every connection it accepted are closed
+// when the test ends.
+func silentServer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln
 }
 
 // newServerPool opens a pool on srv, closed when the test ends.

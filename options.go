@@ -24,6 +24,7 @@ const (
 	DefaultIdleTimeout         = 5 * time.Minute
 	DefaultHealthCheckInterval = 15 * time.Second
 	DefaultBlockSlice          = time.Second
+	DefaultPubSubPingInterval  = time.Second
 	DefaultKeepAliveIdle       = 5 * time.Second
 	DefaultKeepAliveInterval   = 5 * time.Second
 	DefaultKeepAliveCount      = 3
@@ -97,6 +98,14 @@ type Options struct {
 	// DefaultBlockSlice.
 	BlockSlice time.Duration
 
+	// PubSubPingInterval is how long a subscription (Pool.Subscribe, or a
+	// connection from Get once it has subscribed) may go without receiving
+	// anything before it sends a PING, whose reply must then arrive within
+	// ReadTimeout; so a dead link under a quiet subscription is noticed
+	// within PubSubPingInterval plus ReadTimeout. Zero:
+	// DefaultPubSubPingInterval.
+	PubSubPingInterval time.Duration
+
 	// LeakDetectionThreshold logs, once, every connection held checked out
 	// longer than this, with the stack that checked it out, and counts it
 	// in Stats.Leaks. Zero: off.
@@ -141,6 +150,7 @@ type config struct {
 	userTimeout        time.Duration
 	healthInterval     time.Duration
 	blockSlice         time.Duration
+	pingInterval       time.Duration
 	leakThreshold      time.Duration
 	logger             *slog.Logger
 }
@@ -189,6 +199,7 @@ func newConfig(o Options) (config, error) {
 		{"KeepAlive.Idle", o.KeepAlive.Idle}, {"KeepAlive.Interval", o.KeepAlive.Interval},
 		{"TCPUserTimeout", o.TCPUserTimeout}, {"HealthCheckInterval", o.HealthCheckInterval},
 		{"BlockSlice", o.BlockSlice}, {"LeakDetectionThreshold", o.LeakDetectionThreshold},
+		{"PubSubPingInterval", o.PubSubPingInterval},
 	}
 	for _, f := range durations {
 		if f.d < 0 {
@@ -223,6 +234,7 @@ func newConfig(o Options) (config, error) {
 		maxLifetime:    o.MaxConnLifetime,
 		healthInterval: cmp.Or(o.HealthCheckInterval, DefaultHealthCheckInterval),
 		blockSlice:     cmp.Or(o.BlockSlice, DefaultBlockSlice),
+		pingInterval:   cmp.Or(o.PubSubPingInterval, DefaultPubSubPingInterval),
 		leakThreshold:  o.LeakDetectionThreshold,
 		logger:         o.Logger,
 		keepAlive: KeepAlive{

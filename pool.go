@@ -71,11 +71,33 @@ func NewPool(opts Options) (*Pool, error) {
 // or, if ctx has no deadline, after Options.PoolTimeout; a wait that times
 // out returns a *PoolTimeoutError matching ErrPoolTimeout.
 //
-// The returned redis.Conn applies ReadTimeout and WriteTimeout to every
-// command and also implements redis.ConnWithContext and
-// redis.ConnWithTimeout. Close returns it to the pool; a connection that saw
-// a network error or an interrupted command is closed instead.
+// The returned redis.Conn also implements redis.ConnWithContext and
+// redis.ConnWithTimeout, and consults the same table of blocking commands
+// as Do on every path (Do, DoContext, DoWithTimeout, Send and Receive):
+//
+//   - an ordinary command's reply must arrive within ReadTimeout (or the
+//     timeout of DoWithTimeout and ReceiveWithTimeout), so redigo's "0 means
+//     no timeout" does not apply: 0 selects these defaults;
+//   - a blocking command sent with Do, DoContext or DoWithTimeout runs in
+//     rounds of at most BlockSlice, as Do describes, on this connection: a
+//     round that fails returns its error rather than redialling, since the
+//     connection is the caller's;
+//   - the reply of a blocking command sent with Send may take its block
+//     time plus ReadTimeout; one that blocks until a reply is bounded only
+//     by the context and by TCP keepalive, since a command already sent
+//     cannot be cut into rounds;
+//   - once subscribed (SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE, as
+//     redis.PubSubConn sends them), Receive waits for the next message as
+//     long as the link is alive, proving it with a PING whenever nothing
+//     has arrived for PubSubPingInterval; Pool.Subscribe also reconnects.
+//
+// Close returns the connection to the pool; a connection that saw a
+// network error or an interrupted command, or left in a subscription or
+// other state, is closed instead.
 func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
+	if ctx == nil {
+		return nil, errNilContext
+	}
 	start := time.Now()
 	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
 	if err != nil {
@@ -89,15 +111,37 @@ func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
 // ReadTimeout from the call. Replies are redigo's, so redigo's helpers
 // apply: redis.String(p.Do(ctx, "GET", key)).
 //
+// Blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN,
+// BZPOPMAX, BZMPOP, XREAD and XREADGROUP with BLOCK, WAIT, WAITAOF) wait
+// for as long as they ask, and no longer on a dead link: the command is
+// sent in rounds of at most BlockSlice, each read with a deadline of its
+// server-side timeout plus 500 ms, and re-issued while the server answers
+// that its time ran out, until a reply arrives or the command's own block
+// time is used up; then the server's own reply (nil, or WAIT's count) is
+// returned with no error. A timeout of 0 (BLOCK 0) waits until a reply
+// arrives or ctx ends. XREAD's "$" is pinned to the stream's last entry
+// before the first round, so nothing added between rounds is missed. A
+// round that fails on the network is retried on a new connection as BRPop
+// describes, except WAIT and WAITAOF, whose meaning is tied to their
+// connection.
+//
 // Errors other than the server's own replies (redis.Error) are wrapped with
 // the command and address; they match the context's error with errors.Is
 // when the context ended the call.
 func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (any, error) {
+	if ctx == nil {
+		return nil, errNilContext
+	}
+	info := lookupCommand(cmd, args)
+	if info.block.kind != notBlocking {
+		if total, ok := info.block.blockTime(args); ok {
+			return p.block(ctx, newBlockingCall(cmd, args, info.block, total, time.Now()))
+		}
+	}
 	start := time.Now()
-	deadline, ok := ctx.Deadline()
-	wait := deadline
-	if !ok {
-		wait = start.Add(p.cfg.poolTimeout)
+	wait := waitDeadline(ctx, start, p.cfg.poolTimeout)
+	deadline := wait
+	if _, ok := ctx.Deadline(); !ok {
 		deadline = wait.Add(p.cfg.readTimeout)
 	}
 	c, err := p.get(ctx, start, wait)
@@ -105,14 +149,15 @@ func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (any, error) {
 		return nil, err
 	}
 	reply, err := c.run(ctx, deadline, func() (any, error) { return c.rc.Do(cmd, args...) })
-	e := effectOf(cmd, args)
-	p.put(c, e == effNone || e == effCloseTx)
+	p.put(c, info.effect.reusable())
 	if err != nil {
 		return reply, p.wrapErr(ctx, cmd, err)
 	}
 	return reply, nil
 }
 
+// waitDeadline is how long a checkout may wait: ctx's deadline, or
+// PoolTimeout.
 func waitDeadline(ctx context.Context, start time.Time, poolTimeout time.Duration) time.Time {
 	if d, ok := ctx.Deadline(); ok {
 		return d
@@ -294,6 +339,9 @@ func (p *Pool) put(c *conn, reuse bool) {
 	reason := closedState
 	if c.broken() {
 		reuse, reason = false, closedError
+		if c.canceled.Load() {
+			reason = closedCanceled
+		}
 	} else if reuse {
 		c.returnedAt = time.Now()
 	}
@@ -338,13 +386,28 @@ func (p *Pool) putIdleLocked(c *conn, bottom bool) bool {
 	return true
 }
 
-// discard closes a connection the pool took back, counting why.
+// discard closes a connection the pool took back, counting why unless the
+// pool is closed: then every connection goes, for the same reason.
 func (p *Pool) discard(c *conn, reason closeReason) {
-	p.counters.closed[reason].Add(1)
 	p.mu.Lock()
+	if !p.closed {
+		p.counters.closed[reason].Add(1)
+	}
 	p.forgetLocked(c)
 	p.mu.Unlock()
 	c.close()
+}
+
+// goBackground runs f on a goroutine that Close waits for. It reports
+// false, running nothing, once the pool is closed: Close's wait has begun.
+func (p *Pool) goBackground(f func()) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.wg.Go(f)
+	return true
 }
 
 // forgetLocked drops a connection about to be closed and frees its slot.
@@ -415,6 +478,9 @@ func (p *Pool) Close() error {
 // It returns an error matching ctx's error if connections were still in use
 // when ctx ended.
 func (p *Pool) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
 	first := false
 	p.closeOnce.Do(func() { first = true })
 	if !first {

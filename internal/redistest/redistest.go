@@ -53,26 +53,49 @@ type Server struct {
 // missing server cannot silently turn the suite green.
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
+	s := newServer(tb, args)
+	s.start(tb, freePort)
+	return s
+}
+
+// lookPath finds a binary the tests need, skipping or failing tb as Start
+// documents when it is missing; pkg is the Debian package that has it.
+func lookPath(tb testing.TB, name, pkg string) string {
+	tb.Helper()
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		msg := "redistest: redis-server not found in PATH; install it (apt-get install redis-server) to run this test"
+		msg := fmt.Sprintf("redistest: %s not found in PATH; install it (apt-get install %s) to run this test", name, pkg)
 		if os.Getenv("REDISALIVE_REQUIRE_SERVER") == "1" {
 			tb.Fatal(msg)
 		}
 		tb.Skip(msg)
 	}
-	s := &Server{bin: bin, dir: tb.TempDir(), args: args}
+	return bin
+}
+
+// newServer returns a Server that is not running yet, with its cleanup
+// already registered so that a failed start leaves nothing behind.
+func newServer(tb testing.TB, args []string) *Server {
+	tb.Helper()
+	s := &Server{bin: lookPath(tb, "redis-server", "redis-server"), dir: tb.TempDir(), args: args}
 	// Registered after TempDir so it runs first: the process must be gone
 	// before its directory is removed.
 	tb.Cleanup(func() { s.Stop(tb) })
+	return s
+}
+
+// start launches s on a port from pick, picking again when another process
+// wins the race for the port.
+func (s *Server) start(tb testing.TB, pick func() (int, error)) {
+	tb.Helper()
 	for try := 1; ; try++ {
-		port, err := freePort()
+		port, err := pick()
 		if err != nil {
 			tb.Fatalf("redistest: %v", err)
 		}
 		err = s.launch(port)
 		if err == nil {
-			return s
+			return
 		}
 		if !errors.Is(err, errAddrInUse) || try == startTries {
 			tb.Fatalf("redistest: %v", err)

@@ -1,5 +1,6 @@
-// Package redistest provides test helpers that start a real redis-server
-// process on a free loopback port.
+// Package redistest provides test helpers that start real redis-server
+// processes on free loopback ports: a plain server, a TLS-only server and a
+// Redis Cluster.
 package redistest
 
 import (
@@ -39,6 +40,7 @@ type Server struct {
 	port   int
 	dir    string
 	args   []string
+	tls    *serverTLS // nil for a plain server
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -128,16 +130,15 @@ func (s *Server) launch(port int) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{
-		"--port", strconv.Itoa(port),
+	args := append(s.listenArgs(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--logfile", s.logPath(),
 		"--protected-mode", "no",
-		"--enable-debug-command", "yes",
-	}, s.args...)
+		"--enable-debug-command", "yes")
+	args = append(args, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	// Config errors go to stdout/stderr before the logfile is opened.
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -203,7 +204,8 @@ func tail(s string) string {
 // Addr returns the server address as "127.0.0.1:PORT".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
-// Port returns the TCP port the server listens on; it survives Restart.
+// Port returns the TCP port the server listens on (the TLS port of a TLS
+// server); it survives Restart.
 func (s *Server) Port() int { return s.port }
 
 // PID returns the process id of the current server process.
@@ -213,7 +215,10 @@ func (s *Server) dial() (redis.Conn, error) {
 	return redis.Dial("tcp", s.Addr(),
 		redis.DialConnectTimeout(adminTimeout),
 		redis.DialReadTimeout(adminTimeout),
-		redis.DialWriteTimeout(adminTimeout))
+		redis.DialWriteTimeout(adminTimeout),
+		redis.DialUseTLS(s.tls != nil),
+		redis.DialTLSConfig(s.TLSConfig()),
+		redis.DialTLSHandshakeTimeout(adminTimeout))
 }
 
 // Do runs a one-off admin command on a fresh connection and fails tb on

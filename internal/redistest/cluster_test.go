@@ -83,13 +83,22 @@ func TestKeySlotMatchesClusterKeyslot(t *testing.T) {
 
 func TestMigrateSlotMovesKeysAndOldOwnerAnswersMOVED(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
-	const key = "migrate:me"
+	const key = "{migrate}"
 	slot := redistest.KeySlot(key)
 	from := c.NodeForSlot(t, slot)
-	from.Do(t, "SET", key, "v")
+	// More keys than one MIGRATE moves, all in the slot by their hash tag.
+	mset := []any{key, "v"}
+	for i := range 250 {
+		mset = append(mset, fmt.Sprintf("%s:%d", key, i), i)
+	}
+	from.Do(t, "MSET", mset...)
 	to := otherNode(t, c, from)
 
 	c.MigrateSlot(t, slot, to)
+
+	if got, err := redis.Int(to.Do(t, "CLUSTER", "COUNTKEYSINSLOT", slot), nil); err != nil || got != 251 {
+		t.Fatalf("keys in slot %d on the new owner: got %d, %v; want 251", slot, got, err)
+	}
 
 	if got := c.NodeForSlot(t, slot); got != to {
 		t.Fatalf("NodeForSlot after MigrateSlot: got %s, want %s", got.Addr(), to.Addr())

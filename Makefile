@@ -1,6 +1,7 @@
-# redisalive: `make test` installs redis-server (and iptables, for the
-# fault-injection suite) with apt-get when they are missing and you are
-# root, then runs every test with the race detector.
+# redisalive: `make test` installs redis-server and redis-cli (which forms
+# test clusters) and iptables (for the fault-injection suite) with apt-get
+# when they are missing and you are root, then runs every test with the race
+# detector.
 
 GO ?= go
 PKGS := ./...
@@ -14,6 +15,7 @@ test: deps lint build-examples race
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	command -v ss >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \

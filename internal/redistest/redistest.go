@@ -1,5 +1,6 @@
-// Package redistest provides test helpers that start a real redis-server
-// process on a free loopback port.
+// Package redistest provides test helpers that start real redis-server
+// processes on free loopback ports: a plain server, a TLS-only server and a
+// Redis Cluster.
 package redistest
 
 import (
@@ -39,6 +40,7 @@ type Server struct {
 	port   int
 	dir    string
 	args   []string
+	tls    *serverTLS // nil for a plain server
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -53,26 +55,49 @@ type Server struct {
 // missing server cannot silently turn the suite green.
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
+	s := newServer(tb, args)
+	s.start(tb, freePort)
+	return s
+}
+
+// lookPath finds a binary the tests need, skipping or failing tb as Start
+// documents when it is missing; pkg is the Debian package that has it.
+func lookPath(tb testing.TB, name, pkg string) string {
+	tb.Helper()
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		msg := "redistest: redis-server not found in PATH; install it (apt-get install redis-server) to run this test"
+		msg := fmt.Sprintf("redistest: %s not found in PATH; install it (apt-get install %s) to run this test", name, pkg)
 		if os.Getenv("REDISALIVE_REQUIRE_SERVER") == "1" {
 			tb.Fatal(msg)
 		}
 		tb.Skip(msg)
 	}
-	s := &Server{bin: bin, dir: tb.TempDir(), args: args}
+	return bin
+}
+
+// newServer returns a Server that is not running yet, with its cleanup
+// already registered so that a failed start leaves nothing behind.
+func newServer(tb testing.TB, args []string) *Server {
+	tb.Helper()
+	s := &Server{bin: lookPath(tb, "redis-server", "redis-server"), dir: tb.TempDir(), args: args}
 	// Registered after TempDir so it runs first: the process must be gone
 	// before its directory is removed.
 	tb.Cleanup(func() { s.Stop(tb) })
+	return s
+}
+
+// start launches s on a port from pick, picking again when another process
+// wins the race for the port.
+func (s *Server) start(tb testing.TB, pick func() (int, error)) {
+	tb.Helper()
 	for try := 1; ; try++ {
-		port, err := freePort()
+		port, err := pick()
 		if err != nil {
 			tb.Fatalf("redistest: %v", err)
 		}
 		err = s.launch(port)
 		if err == nil {
-			return s
+			return
 		}
 		if !errors.Is(err, errAddrInUse) || try == startTries {
 			tb.Fatalf("redistest: %v", err)
@@ -105,16 +130,15 @@ func (s *Server) launch(port int) error {
 	if err != nil {
 		return err
 	}
-	args := append([]string{
-		"--port", strconv.Itoa(port),
+	args := append(s.listenArgs(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--logfile", s.logPath(),
 		"--protected-mode", "no",
-		"--enable-debug-command", "yes",
-	}, s.args...)
+		"--enable-debug-command", "yes")
+	args = append(args, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	// Config errors go to stdout/stderr before the logfile is opened.
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -180,7 +204,8 @@ func tail(s string) string {
 // Addr returns the server address as "127.0.0.1:PORT".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
-// Port returns the TCP port the server listens on; it survives Restart.
+// Port returns the TCP port the server listens on (the TLS port of a TLS
+// server); it survives Restart.
 func (s *Server) Port() int { return s.port }
 
 // PID returns the process id of the current server process.
@@ -190,7 +215,10 @@ func (s *Server) dial() (redis.Conn, error) {
 	return redis.Dial("tcp", s.Addr(),
 		redis.DialConnectTimeout(adminTimeout),
 		redis.DialReadTimeout(adminTimeout),
-		redis.DialWriteTimeout(adminTimeout))
+		redis.DialWriteTimeout(adminTimeout),
+		redis.DialUseTLS(s.tls != nil),
+		redis.DialTLSConfig(s.TLSConfig()),
+		redis.DialTLSHandshakeTimeout(adminTimeout))
 }
 
 // Do runs a one-off admin command on a fresh connection and fails tb on

@@ -1,6 +1,7 @@
 package redistest_test
 
 import (
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
@@ -31,8 +32,39 @@ func TestExtraArgs(t *testing.T) {
 	}
 }
 
+// kinds are the servers every generic helper must work on.
+var kinds = []struct {
+	name  string
+	start func(testing.TB, ...string) *redistest.Server
+}{
+	{"plain", redistest.Start},
+	{"tls", redistest.StartTLS},
+}
+
+// dialRaw opens a client connection to srv that no helper of redistest
+// knows about, speaking TLS when srv does.
+func dialRaw(t *testing.T, srv *redistest.Server) net.Conn {
+	t.Helper()
+	var c net.Conn
+	var err error
+	if cfg := srv.TLSConfig(); cfg != nil {
+		c, err = tls.Dial("tcp", srv.Addr(), cfg)
+	} else {
+		c, err = net.Dial("tcp", srv.Addr())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestRestart(t *testing.T) {
-	srv := redistest.Start(t)
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) { testRestart(t, k.start(t)) })
+	}
+}
+
+func testRestart(t *testing.T, srv *redistest.Server) {
 	port, pid := srv.Port(), srv.PID()
 	srv.Do(t, "SET", "k", "v")
 
@@ -54,11 +86,13 @@ func TestRestart(t *testing.T) {
 }
 
 func TestClients(t *testing.T) {
-	srv := redistest.Start(t)
-	c, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) { testClients(t, k.start(t)) })
 	}
+}
+
+func testClients(t *testing.T, srv *redistest.Server) {
+	c := dialRaw(t, srv)
 	defer c.Close()
 	srv.WaitConnectedClients(t, 1, 2*time.Second)
 

@@ -51,11 +51,22 @@
 // # Blocking reads
 //
 // Pool.BRPop, Pool.BLPop and Pool.BLMove block until an element arrives or
-// the context ends, in rounds of at most BlockSlice with a read deadline
-// just past it, so a read on a dead link returns within one slice. A failed
+// the context ends, and every other blocking command (BZPOPMIN, BLMPOP,
+// XREAD and XREADGROUP with BLOCK, WAIT, ...) does the same through Do or
+// a connection from Get: a wait longer than BlockSlice, or one without
+// limit, is sent in rounds of at most BlockSlice, each read with a
+// deadline just past its timeout, so a read on a dead link returns within
+// one slice and a healthy one waits exactly as long as it asked. A failed
 // round redials with capped, jittered exponential backoff, and the
 // abandoned connection is killed on the server so it cannot take the next
-// element. Cancellation returns at once.
+// element. Cancellation returns at once; a deadline keeps the connection.
+//
+// # Pub/Sub
+//
+// Pool.Subscribe returns a Subscription that PINGs while quiet, notices a
+// dead link within PubSubPingInterval plus ReadTimeout, reconnects,
+// subscribes again, and reports the messages it may have lost as a
+// *GapError, so that the application can resynchronise.
 //
 // # Queue
 //

@@ -115,3 +115,53 @@ func ExampleParseURL() {
 	fmt.Println(opts.Addr, opts.DB, opts.ReadTimeout, err)
 	// Output: cache:6380 2 500ms <nil>
 }
+
+func ExamplePool_Do_blockingCommand() {
+	p, stop := examplePool(redisalive.Options{ReadTimeout: time.Second})
+	defer stop()
+	ctx := context.Background()
+
+	// A block time longer than ReadTimeout is no failure: the command waits
+	// as long as it asks, in rounds, and returns the server's own reply.
+	start := time.Now()
+	reply, err := p.Do(ctx, "XREAD", "BLOCK", 1500, "STREAMS", "events", "$")
+	fmt.Println(reply, err, time.Since(start) >= 1500*time.Millisecond)
+
+	// BLOCK 0 waits until an entry arrives or ctx ends, and never hangs on
+	// a dead link.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		p.Do(ctx, "XADD", "events", "1-1", "kind", "signup")
+	}()
+	reply, err = p.Do(ctx, "XREAD", "BLOCK", 0, "STREAMS", "events", "$")
+	fmt.Printf("%s %v\n", reply, err)
+	// Output:
+	// <nil> <nil> true
+	// [[events [[1-1 [kind signup]]]]] <nil>
+}
+
+func ExamplePool_Subscribe() {
+	p, stop := examplePool(redisalive.Options{})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	sub, err := p.Subscribe(ctx, "invalidations")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close() // nothing of it stays on the server
+	p.Do(ctx, "PUBLISH", "invalidations", "user:42")
+
+	msg, err := sub.Receive(ctx)
+	switch {
+	case errors.Is(err, redisalive.ErrMessagesLost):
+		// The subscription reconnected: messages published meanwhile were
+		// lost. Resynchronise from the source of truth, then go on.
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Println(msg.Channel, string(msg.Data))
+	}
+	// Output: invalidations user:42
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,6 +51,11 @@ func TestFaults(t *testing.T) {
 	t.Run("SlowServerDoReturnsAtItsDeadlineAndTheNextDoNeverReadsTheStaleReply", faultTestSlowServer)
 	t.Run("BRPopWithDefaultsRecoversWhenTheServerForgotItsConnection", faultTestServerForgotConnection)
 	t.Run("AbandonedBlockingConnectionIsGoneFromTheServerAndNoItemIsLost", faultTestZombie)
+	t.Run("XReadGroupBlockForeverResumesAfterABlackhole", faultTestXReadGroupUnderBlackhole)
+	t.Run("SubscriptionRidesOutABlackholeShorterThanItsPingTimeout", faultTestSubscriptionShortBlackhole)
+	t.Run("SubscriptionReconnectsAfterABlackholeLongerThanItsPingTimeout", faultTestSubscriptionLongBlackhole)
+	t.Run("SubscriptionReconnectsWhenTheServerForgotItsConnection", faultTestSubscriptionServerForgot)
+	t.Run("SubscriptionIdleForSeveralReadTimeoutsNeverErrs", faultTestSubscriptionIdle)
 }
 
 const (
@@ -861,4 +867,194 @@ func faultTestZombie(t *testing.T) {
 	assert.Equal(t, killsFailed, kf, "failed CLIENT KILL calls: the zombie must have been alive until the kill")
 	faultWaitBlocked(t, srv, 1)
 	assert.Len(t, srv.ClientIDs(t), 1, "server connections: only the live consumer")
+}
+
+// faultStartWithSocket starts a server that also listens on a unix socket,
+// which the iptables faults on its TCP port do not touch: a publisher or
+// producer on it keeps working through a blackhole, as one on another host
+// would.
+func faultStartWithSocket(t *testing.T) (*redistest.Server, redis.Conn) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	srv := redistest.Start(t, "--unixsocket", sock, "--unixsocketperm", "700")
+	admin, err := redis.Dial("unix", sock, redis.DialReadTimeout(2*time.Second), redis.DialWriteTimeout(2*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(func() { admin.Close() })
+	return srv, admin
+}
+
+// 13. A consumer-group read that blocks until an entry arrives (XREADGROUP
+// ... BLOCK 0 through Do) rides out a blackhole in rounds and returns the
+// entry added after the link healed.
+func faultTestXReadGroupUnderBlackhole(t *testing.T) {
+	srv, admin := faultStartWithSocket(t)
+	_, err := admin.Do("XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")
+	require.NoError(t, err)
+	p := newServerPool(t, srv, redisalive.Options{DialTimeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := make(chan any, 1)
+	go func() {
+		reply, err := p.Do(ctx, "XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">")
+		assert.NoError(t, err, "XREADGROUP")
+		got <- reply
+	}()
+	faultWaitBlocked(t, srv, 1)
+
+	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
+	waitFor(t, 2*faultPlus20(redisalive.DefaultBlockSlice+blockGrace), "the round on the dead link to fail", func() bool {
+		return p.Stats().BlockingRedials > 0
+	})
+	time.Sleep(time.Second) // holds the fault; not synchronisation
+	heal()
+	healed := time.Now()
+	id, err := redis.String(admin.Do("XADD", "s", "*", "job", "after"))
+	require.NoError(t, err)
+	select {
+	case reply := <-got:
+		assert.Contains(t, fmt.Sprintf("%s", reply), id, "the entry added after healing")
+		faultAssertElapsed(t, "XREADGROUP returning the entry after healing", time.Since(healed), 0, faultPlus20(time.Second+redisalive.DefaultBlockSlice))
+	case <-time.After(10 * time.Second):
+		t.Fatal("XREADGROUP BLOCK 0 did not return the entry added after healing")
+	}
+}
+
+// faultPublisher publishes a numbered message on ch every 200 ms through
+// admin until the test ends, and records when each was published.
+type faultPublisher struct {
+	mu   sync.Mutex
+	sent map[string]time.Time
+	stop chan struct{}
+	done chan struct{}
+}
+
+func faultStartPublisher(t *testing.T, admin redis.Conn, ch string) *faultPublisher {
+	pub := &faultPublisher{sent: make(map[string]time.Time), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(pub.done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			msg := strconv.Itoa(i)
+			pub.mu.Lock()
+			pub.sent[msg] = time.Now()
+			pub.mu.Unlock()
+			if _, err := admin.Do("PUBLISH", ch, msg); err != nil {
+				t.Errorf("publisher on the unix socket: %v", err)
+				return
+			}
+			select {
+			case <-pub.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(pub.stop); <-pub.done })
+	return pub
+}
+
+func (pub *faultPublisher) publishedAt(msg string) time.Time {
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	return pub.sent[msg]
+}
+
+// faultSubscriptionFault subscribes with default options, publishes every
+// 200 ms from outside the fault, injects fault (which returns its heal
+// func), holds it for hold, heals, and returns what Receive returned after
+// healing up to the first message published after the heal, and when that
+// message arrived.
+func faultSubscriptionFault(t *testing.T, hold time.Duration, fault func(srv *redistest.Server) func()) (before []redisalive.Message, gap error, healed, back time.Time, pub *faultPublisher) {
+	srv, admin := faultStartWithSocket(t)
+	p := newServerPool(t, srv, redisalive.Options{})
+	s, err := p.Subscribe(context.Background(), "ch")
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	pub = faultStartPublisher(t, admin, "ch")
+	_, err = receiveWithin(s, 2*time.Second)
+	require.NoError(t, err, "first message")
+
+	heal := fault(srv)
+	time.Sleep(hold) // holds the fault; not synchronisation
+	heal()
+	healed = time.Now()
+	for deadline := healed.Add(10 * time.Second); time.Now().Before(deadline); {
+		m, err := receiveWithin(s, time.Until(deadline))
+		if errors.Is(err, redisalive.ErrMessagesLost) {
+			gap = err
+			continue
+		}
+		require.NoError(t, err, "Receive after healing")
+		if pub.publishedAt(string(m.Data)).After(healed) {
+			return before, gap, healed, time.Now(), pub
+		}
+		before = append(before, m)
+	}
+	t.Fatal("no message published after healing arrived within 10s")
+	return
+}
+
+func receiveWithin(s *redisalive.Subscription, d time.Duration) (redisalive.Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return s.Receive(ctx)
+}
+
+// 14. A blackhole shorter than PubSubPingInterval + ReadTimeout (1 s + 3 s
+// by default) is no failure: TCP retransmits what the server sent meanwhile,
+// so nothing is lost and no gap is reported, and messages flow again as
+// soon as a retransmission gets through (target: 1 s after healing).
+func faultTestSubscriptionShortBlackhole(t *testing.T) {
+	var port int
+	before, gap, healed, back, _ := faultSubscriptionFault(t, 3*time.Second, func(srv *redistest.Server) func() {
+		port = srv.Port()
+		return faultnet.Blackhole(t, port, faultnet.Both)
+	})
+	assert.NoError(t, gap, "a blackhole shorter than the ping timeout loses nothing")
+	assert.GreaterOrEqual(t, len(before), 10, "messages published during the 3s blackhole, delivered by TCP after it")
+	faultAssertElapsed(t, "first message published after healing, after healing", back.Sub(healed), 0, faultPlus20(time.Second))
+}
+
+// 15. A blackhole longer than the ping timeout ends the connection; the
+// subscription reconnects once the link heals (the SYN is retransmitted
+// every second), subscribes again and reports the gap.
+func faultTestSubscriptionLongBlackhole(t *testing.T) {
+	_, gap, healed, back, _ := faultSubscriptionFault(t, 5*time.Second, func(srv *redistest.Server) func() {
+		return faultnet.Blackhole(t, srv.Port(), faultnet.Both)
+	})
+	require.ErrorIs(t, gap, redisalive.ErrMessagesLost, "the gap must be reported")
+	t.Logf("gap: %v", gap)
+	faultAssertElapsed(t, "first message published after healing, after healing", back.Sub(healed), 0, 2*time.Second)
+}
+
+// 16. The server forgot the subscription's connection while the link was
+// down (its RST lost): after healing, the PING the subscription sent while
+// quiet is retransmitted, answered with a RST, and the subscription
+// reconnects and reports the gap (target: 1.5 s after healing).
+func faultTestSubscriptionServerForgot(t *testing.T) {
+	_, gap, healed, back, _ := faultSubscriptionFault(t, 2*time.Second, func(srv *redistest.Server) func() {
+		heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
+		require.Equal(t, 1, faultnet.KillSockets(t, srv.Port()), "server sockets destroyed")
+		return heal
+	})
+	require.ErrorIs(t, gap, redisalive.ErrMessagesLost, "the gap must be reported")
+	t.Logf("gap: %v", gap)
+	faultAssertElapsed(t, "first message published after healing, after healing", back.Sub(healed), 0, faultPlus20(1500*time.Millisecond))
+}
+
+// 17. A subscription that receives nothing for several ReadTimeouts stays
+// on its connection and returns only its ctx's error.
+func faultTestSubscriptionIdle(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newServerPool(t, srv, redisalive.Options{ReadTimeout: 500 * time.Millisecond})
+	s, err := p.Subscribe(context.Background(), "quiet")
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = receiveWithin(s, 4*time.Second)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	st := p.Stats()
+	assert.Equal(t, int64(1), st.Dials, "Dials")
+	assert.GreaterOrEqual(t, st.HealthChecks, int64(3), "keepalive PINGs")
+	assert.Zero(t, st.SubscriptionGaps+st.DeadClosed+st.ErrorClosed, "stats: %+v", st)
 }

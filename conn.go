@@ -151,9 +151,12 @@ type conn struct {
 	// holder's sends and the PINGs of a quiet read.
 	wmu sync.Mutex
 
+	tls   *tls.Conn // the TLS layer over the socket; nil for plain TCP and unix
+
 	createdAt  time.Time
 	returnedAt time.Time // last return to the pool by a caller
 	pingedAt   time.Time // last health-check PING
+	peekedAt   time.Time // last peek while idle
 	clientID   int64     // the server's CLIENT ID, fetched on first blocking use; -1 if unsupported
 
 	aborted  atomic.Bool // a command was interrupted: the socket is unusable
@@ -166,15 +169,54 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, cfg *config, now time.Time) *conn {
-	c := &conn{nc: &limitConn{Conn: nc}, createdAt: now, returnedAt: now}
-	if _, isTLS := nc.(*tls.Conn); !isTLS {
-		// Under TLS the raw socket can hold records the client has not read
-		// yet (TLS 1.3 session tickets), which a peek would take for a
-		// protocol error; health PINGs cover TLS connections instead.
-		c.check.init(nc)
+	c := &conn{nc: &limitConn{Conn: nc}, createdAt: now, returnedAt: now, peekedAt: now}
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		c.tls, raw = tc, tc.NetConn()
 	}
+	c.check.init(raw)
 	c.rc = redis.NewConn(c.nc, cfg.readTimeout, cfg.writeTimeout)
 	return c
+}
+
+// tlsAbsorbWait is how long an idle check lets crypto/tls read what the
+// peek saw waiting on a TLS connection. The bytes are already in the
+// kernel, so reading them is immediate; the wait only ends the read once
+// they turned out to be no application data.
+const tlsAbsorbWait = time.Millisecond
+
+// checkIdle checks an idle connection without a round trip: nil if it
+// looks healthy, an error if the server closed it or the protocol is out
+// of step.
+//
+// On TLS a peek at the raw socket sees records, not replies: the session
+// tickets a TLS 1.3 server sends after the handshake look like data, and a
+// close_notify alert is data too. So when bytes are waiting, crypto/tls
+// reads them for tlsAbsorbWait: it absorbs tickets and other post-handshake
+// messages (healthy), reports close_notify or EOF (closed), or returns
+// application data (out of step). Tickets arrive with a connection's first
+// reply, which consumes them, so this costs one millisecond rarely, and no
+// round trip ever; reading the tickets right after the handshake instead
+// would cost every new connection a wait for them.
+func (c *conn) checkIdle(now time.Time) error {
+	c.peekedAt = now
+	err := c.check.check()
+	if err != errUnexpectedData || c.tls == nil {
+		return err
+	}
+	var b [1]byte
+	c.tls.SetReadDeadline(time.Now().Add(tlsAbsorbWait))
+	n, err := c.tls.Read(b[:])
+	c.tls.SetReadDeadline(time.Time{})
+	switch {
+	case n > 0:
+		return errUnexpectedData
+	case isTimeout(err):
+		return nil
+	case err == nil:
+		return errUnexpectedData
+	}
+	return err
 }
 
 // lastActive is when the connection last proved itself alive.

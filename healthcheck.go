@@ -12,6 +12,53 @@ import (
 // burst.
 const minHealthWake = 10 * time.Millisecond
 
+// peekEvery is how often the checker peeks at each idle connection. A peek
+// costs one non-blocking syscall and no network traffic, and it finds a
+// connection the server closed, so that such a socket spends about a
+// second in CLOSE_WAIT rather than HealthCheckInterval.
+const peekEvery = time.Second
+
+// verdict is what an idle connection needs at a given moment.
+type verdict uint8
+
+const (
+	keepIt         verdict = iota // nothing is due
+	peekIt                        // a peek is due (the checker's; a checkout always peeks)
+	pingIt                        // quiet for HealthCheckInterval: prove it with a PING
+	expireIdle                    // idle past IdleTimeout
+	expireLifetime                // older than MaxConnLifetime
+)
+
+// judge is the pool's one health rule, used by checkout and the checker
+// alike: what c needs at now, and when it next needs anything.
+func (cfg *config) judge(c *conn, now time.Time) (verdict, time.Time) {
+	var lifeEnd time.Time
+	if cfg.maxLifetime > 0 {
+		lifeEnd = c.createdAt.Add(cfg.maxLifetime)
+	}
+	idleEnd := c.returnedAt.Add(cfg.idleTimeout)
+	pingAt := c.lastActive().Add(cfg.healthInterval)
+	peekAt := c.peekedAt.Add(peekEvery)
+	switch {
+	case !lifeEnd.IsZero() && !now.Before(lifeEnd):
+		return expireLifetime, time.Time{}
+	case !now.Before(idleEnd):
+		return expireIdle, time.Time{}
+	case !now.Before(pingAt):
+		return pingIt, time.Time{}
+	case !now.Before(peekAt):
+		return peekIt, time.Time{}
+	}
+	return keepIt, earliest(peekAt, pingAt, idleEnd, lifeEnd)
+}
+
+func (v verdict) closeReason() closeReason {
+	if v == expireLifetime {
+		return closedLifetime
+	}
+	return closedIdle
+}
+
 // expiry is an idle connection the health checker closes without a round
 // trip, and why.
 type expiry struct {
@@ -20,34 +67,27 @@ type expiry struct {
 }
 
 // planHealth is the health checker's pure step: given the idle list at now,
-// it splits off the connections to close (past MaxConnLifetime or
-// IdleTimeout) and those to PING (quiet for a full HealthCheckInterval),
-// keeps the rest in their order, and says when the next connection falls
-// due. It reuses idle's backing array for keep.
-func planHealth(cfg *config, idle []*conn, now time.Time) (keep, ping []*conn, expired []expiry, next time.Time) {
+// it splits off the connections to close, to PING and to peek, keeps the
+// rest in their order, and says when the next connection falls due. It
+// reuses idle's backing array for keep.
+func planHealth(cfg *config, idle []*conn, now time.Time) (keep, peek, ping []*conn, expired []expiry, next time.Time) {
 	next = now.Add(cfg.healthInterval)
 	keep = idle[:0]
 	for _, c := range idle {
-		lifeEnd := time.Time{}
-		if cfg.maxLifetime > 0 {
-			lifeEnd = c.createdAt.Add(cfg.maxLifetime)
-		}
-		idleEnd := c.returnedAt.Add(cfg.idleTimeout)
-		pingAt := c.lastActive().Add(cfg.healthInterval)
-		switch {
-		case !lifeEnd.IsZero() && !now.Before(lifeEnd):
-			expired = append(expired, expiry{c, closedLifetime})
-		case !now.Before(idleEnd):
-			expired = append(expired, expiry{c, closedIdle})
-		case !now.Before(pingAt):
+		switch v, due := cfg.judge(c, now); v {
+		case expireIdle, expireLifetime:
+			expired = append(expired, expiry{c, v.closeReason()})
+		case pingIt:
 			ping = append(ping, c)
+		case peekIt:
+			peek = append(peek, c)
 		default:
 			keep = append(keep, c)
-			next = earliest(next, pingAt, idleEnd, lifeEnd)
+			next = earliest(next, due)
 		}
 	}
 	clear(idle[len(keep):])
-	return keep, ping, expired, next
+	return keep, peek, ping, expired, next
 }
 
 func earliest(t time.Time, ts ...time.Time) time.Time {
@@ -62,7 +102,7 @@ func earliest(t time.Time, ts ...time.Time) time.Time {
 // healthLoop runs the checker until the pool closes.
 func (p *Pool) healthLoop() {
 	defer p.wg.Done()
-	first := p.cfg.healthInterval
+	first := min(p.cfg.healthInterval, peekEvery)
 	if p.cfg.leakThreshold > 0 {
 		first = min(first, p.cfg.leakThreshold)
 	}
@@ -80,11 +120,12 @@ func (p *Pool) healthLoop() {
 }
 
 // healthPass runs one step: it takes the connections due for attention out
-// of the idle list, so no caller can check one out mid-check, closes or
-// PINGs them outside the lock, reports leaks, and returns the next wake-up.
+// of the idle list, so no caller can check one out mid-check, closes, peeks
+// at or PINGs them outside the lock, puts the healthy ones back, reports
+// leaks, and returns the next wake-up.
 func (p *Pool) healthPass(now time.Time) time.Time {
 	p.mu.Lock()
-	keep, ping, expired, next := planHealth(&p.cfg, p.idle, now)
+	keep, peek, ping, expired, next := planHealth(&p.cfg, p.idle, now)
 	p.idle = keep
 	leaks, leakNext := p.leaksLocked(now)
 	p.mu.Unlock()
@@ -92,7 +133,11 @@ func (p *Pool) healthPass(now time.Time) time.Time {
 	for _, e := range expired {
 		p.discard(e.c, e.reason)
 	}
-	p.ping(ping, now)
+	// A peek is cheaper than a PING and tells a closed connection as
+	// surely, so connections due a PING are peeked first too.
+	p.putBack(p.peekAll(peek, now))
+	p.ping(p.peekAll(ping, now), now) // last: these are the least recently used
+
 	for _, l := range leaks {
 		p.cfg.logger.Warn("redisalive: connection held longer than LeakDetectionThreshold",
 			"addr", p.cfg.addr, "held", l.held.Round(time.Millisecond), "checked_out_at", l.stack)
@@ -100,9 +145,25 @@ func (p *Pool) healthPass(now time.Time) time.Time {
 	return earliest(next, leakNext)
 }
 
+// peekAll peeks at each connection, closes the dead ones and returns the
+// rest in their order.
+func (p *Pool) peekAll(conns []*conn, now time.Time) []*conn {
+	alive := conns[:0]
+	for _, c := range conns {
+		if c.checkIdle(now) != nil {
+			p.discard(c, closedDead)
+			continue
+		}
+		alive = append(alive, c)
+	}
+	clear(conns[len(alive):])
+	return alive
+}
+
 // ping checks idle connections with one PING each, sent to all of them
 // before any reply is read, so the pass takes one ReadTimeout however many
-// connections are dead. Closing the pool interrupts it.
+// connections are dead, and puts the live ones back. Closing the pool
+// interrupts it.
 func (p *Pool) ping(conns []*conn, now time.Time) {
 	if len(conns) == 0 {
 		return
@@ -139,13 +200,20 @@ func (p *Pool) ping(conns []*conn, now time.Time) {
 			c.aborted.Store(true)
 		}
 	}
+	p.putBack(alive)
+}
+
+// putBack returns checked connections to the idle list. They are the least
+// recently used, so they go to the bottom of the stack, in their order.
+// MaxIdle may have filled while they were out.
+func (p *Pool) putBack(conns []*conn) {
+	if len(conns) == 0 {
+		return
+	}
 	p.mu.Lock()
-	// Checked connections are the least recently used: they go back to the
-	// bottom of the stack, in their order. MaxIdle may have filled while they
-	// were out.
 	var reject []*conn
-	for i := len(alive) - 1; i >= 0; i-- {
-		if c := alive[i]; c.aborted.Load() || !p.putIdleLocked(c, true) {
+	for i := len(conns) - 1; i >= 0; i-- {
+		if c := conns[i]; c.aborted.Load() || !p.putIdleLocked(c, true) {
 			reject = append(reject, c)
 		}
 	}

@@ -14,25 +14,42 @@ func TestPlanHealthSortsIdleConnectionsByWhatIsDue(t *testing.T) {
 	cfg := &config{healthInterval: 10 * time.Second, idleTimeout: time.Minute, maxLifetime: time.Hour}
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	fresh := &conn{createdAt: ago(time.Minute), returnedAt: ago(time.Second)}
-	quiet := &conn{createdAt: ago(time.Minute), returnedAt: ago(15 * time.Second)}
-	pinged := &conn{createdAt: ago(time.Minute), returnedAt: ago(30 * time.Second), pingedAt: ago(2 * time.Second)}
-	idle := &conn{createdAt: ago(5 * time.Minute), returnedAt: ago(2 * time.Minute)}
-	old := &conn{createdAt: ago(2 * time.Hour), returnedAt: ago(time.Second)}
+	idleConn := func(created, returned, pinged, peeked time.Duration) *conn {
+		return &conn{createdAt: ago(created), returnedAt: ago(returned), pingedAt: ago(pinged), peekedAt: ago(peeked)}
+	}
+	fresh := idleConn(time.Minute, time.Second, time.Hour, 300*time.Millisecond)
+	unpeeked := idleConn(time.Minute, 2*time.Second, time.Hour, 2*time.Second)
+	quiet := idleConn(time.Minute, 15*time.Second, time.Hour, 0)
+	pinged := idleConn(time.Minute, 30*time.Second, 2*time.Second, 0)
+	long := idleConn(5*time.Minute, 2*time.Minute, time.Hour, 0)
+	old := idleConn(2*time.Hour, time.Second, time.Hour, 0)
 
-	keep, ping, expired, next := planHealth(cfg, []*conn{old, idle, pinged, quiet, fresh}, now)
+	keep, peek, ping, expired, next := planHealth(cfg, []*conn{old, long, pinged, quiet, unpeeked, fresh}, now)
 
-	assert.Equal(t, []*conn{pinged, fresh}, keep, "recently used or pinged connections stay, in order")
+	assert.Equal(t, []*conn{pinged, fresh}, keep, "recently used or pinged, recently peeked connections stay, in order")
+	assert.Equal(t, []*conn{unpeeked}, peek, "a connection not peeked at for a second gets a peek")
 	assert.Equal(t, []*conn{quiet}, ping, "a connection quiet for a full interval gets a PING")
-	assert.Equal(t, []expiry{{old, closedLifetime}, {idle, closedIdle}}, expired)
-	assert.Equal(t, now.Add(8*time.Second), next, "the next wake-up is when pinged falls due")
+	assert.Equal(t, []expiry{{old, closedLifetime}, {long, closedIdle}}, expired)
+	assert.Equal(t, now.Add(700*time.Millisecond), next, "the next wake-up is fresh's next peek")
+}
+
+func TestJudgeIsOneRuleForCheckoutAndChecker(t *testing.T) {
+	cfg := &config{healthInterval: 10 * time.Second, idleTimeout: time.Minute}
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	c := &conn{createdAt: now.Add(-time.Hour), returnedAt: now.Add(-10 * time.Second), peekedAt: now}
+	v, _ := cfg.judge(c, now)
+	assert.Equal(t, pingIt, v, "exactly HealthCheckInterval quiet is due a PING")
+	c.returnedAt = now.Add(-time.Minute)
+	v, _ = cfg.judge(c, now)
+	assert.Equal(t, expireIdle, v, "exactly IdleTimeout idle is expired")
 }
 
 func TestPlanHealthWakesAfterOneIntervalWhenNothingIsIdle(t *testing.T) {
 	cfg := &config{healthInterval: 3 * time.Second, idleTimeout: time.Minute}
 	now := time.Now()
-	keep, ping, expired, next := planHealth(cfg, nil, now)
+	keep, peek, ping, expired, next := planHealth(cfg, nil, now)
 	assert.Empty(t, keep)
+	assert.Empty(t, peek)
 	assert.Empty(t, ping)
 	assert.Empty(t, expired)
 	assert.Equal(t, now.Add(3*time.Second), next)

@@ -66,10 +66,11 @@ func silentServer(t *testing.T) net.Listener {
 	return ln
 }
 
-// newServerPool opens a pool on srv, closed when the test ends.
+// newServerPool opens a pool on srv, over TLS if srv serves TLS, closed
+// when the test ends.
 func newServerPool(t *testing.T, srv *redistest.Server, opts redisalive.Options) *redisalive.Pool {
 	t.Helper()
-	opts.Addr = srv.Addr()
+	opts.Addr, opts.TLSConfig = srv.Addr(), srv.TLSConfig()
 	p, err := redisalive.NewPool(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })

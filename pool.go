@@ -210,24 +210,19 @@ func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, e
 	}
 }
 
-// checkout vets a connection about to be handed out at now, cheapest test
-// first, and closes it if it fails one.
+// checkout vets an idle connection about to be handed out at now by the
+// pool's health rule, cheapest test first (age, a peek, a PING only when
+// it has been quiet a while), and closes it if it fails one.
 func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
-	var reason closeReason
-	var err error
-	switch {
-	case p.cfg.maxLifetime > 0 && now.Sub(c.createdAt) >= p.cfg.maxLifetime:
-		reason, err = closedLifetime, errExpired
-	case now.Sub(c.returnedAt) >= p.cfg.idleTimeout:
-		reason, err = closedIdle, errExpired
+	v, _ := p.cfg.judge(c, now)
+	reason, err := v.closeReason(), errExpired
+	switch v {
+	case expireIdle, expireLifetime:
 	default:
-		if err = c.check.check(); err != nil {
-			reason = closedDead
-		} else if now.Sub(c.lastActive()) > p.cfg.healthInterval {
+		reason = closedDead
+		if err = c.checkIdle(now); err == nil && v == pingIt {
 			p.counters.healthChecks.Add(1)
-			if _, err = c.run(ctx, now.Add(p.cfg.readTimeout), func() (any, error) { return c.rc.Do("PING") }); err != nil {
-				reason = closedDead
-			} else {
+			if _, err = c.run(ctx, now.Add(p.cfg.readTimeout), func() (any, error) { return c.rc.Do("PING") }); err == nil {
 				c.pingedAt = now
 			}
 		}

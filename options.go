@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"runtime"
@@ -29,6 +30,40 @@ const (
 	DefaultKeepAliveCount      = 3
 )
 
+// Bounds on Options values. Outside them a value cannot work, however the
+// network behaves.
+const (
+	// minIOTimeout is the least DialTimeout, ReadTimeout and WriteTimeout:
+	// a garbage-collection pause or a busy scheduler alone can take a few
+	// milliseconds, so a shorter timeout fails healthy commands and makes
+	// every health check close healthy connections.
+	minIOTimeout = 10 * time.Millisecond
+	// maxAddedTimeout bounds the timeouts the pool adds to others
+	// (ReadTimeout + 1 s for PoolTimeout, ReadTimeout + WriteTimeout at
+	// Close, BlockSlice + 500 ms per blocking round): a time.Duration
+	// overflows past 292 years, and an overflowed timeout is negative, so
+	// every such wait would end at once.
+	maxAddedTimeout = 100 * 365 * 24 * time.Hour
+	// minBlockSlice is the least BlockSlice: each round costs the server a
+	// command, so shorter slices turn an idle consumer into a busy loop.
+	minBlockSlice = 10 * time.Millisecond
+	// minUserTimeout is the least TCPUserTimeout. Linux gives a lost
+	// segment's retransmission only this long to be acknowledged, and also
+	// drops a connection whose peer keeps its receive window closed this
+	// long, so a value below a round trip plus a brief server stall turns
+	// any lost packet or busy moment into a dropped healthy connection.
+	minUserTimeout = 100 * time.Millisecond
+	// maxUserTimeout is the largest TCPUserTimeout: the kernel takes it in
+	// milliseconds as a 32-bit int, and a larger value would wrap around.
+	maxUserTimeout = math.MaxInt32 * time.Millisecond
+	// maxKeepAliveTime and maxKeepAliveCount bound KeepAlive.Idle,
+	// KeepAlive.Interval and KeepAlive.Count: Linux refuses larger values
+	// (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT), which would
+	// fail every dial.
+	maxKeepAliveTime  = 32767 * time.Second
+	maxKeepAliveCount = 127
+)
+
 // Options configures a Pool. The zero value of every field selects a safe,
 // bounded default; only Addr is required. NewPool copies the options, so
 // changing them afterwards does not affect a live pool.
@@ -36,8 +71,8 @@ type Options struct {
 	// Network is "tcp" or "unix". Zero: "unix" when Addr starts with "/",
 	// else "tcp".
 	Network string
-	// Addr is the server's host:port, or the socket path for "unix".
-	// Required.
+	// Addr is the server's host:port, or the socket path for "unix". A
+	// numeric port must be from 1 to 65535. Required.
 	Addr string
 	// Username and Password authenticate each new connection with AUTH.
 	// Zero: no AUTH. A Username without a Password is invalid.
@@ -49,11 +84,14 @@ type Options struct {
 	TLSConfig *tls.Config
 
 	// DialTimeout bounds connecting, TLS and the AUTH/SELECT handshake of a
-	// new connection. Zero: DefaultDialTimeout.
+	// new connection. At least 10 ms. Zero: DefaultDialTimeout.
 	DialTimeout time.Duration
-	// ReadTimeout bounds the wait for each reply. Zero: DefaultReadTimeout.
+	// ReadTimeout bounds the wait for each reply, and for the health
+	// check's PING. At least 10 ms, at most 100 years. Zero:
+	// DefaultReadTimeout.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing each command. Zero: DefaultWriteTimeout.
+	// WriteTimeout bounds writing each command. At least 10 ms, at most 100
+	// years. Zero: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// PoolTimeout is the longest a checkout waits for a free connection
 	// when its context has no deadline. Zero: ReadTimeout + 1 s.
@@ -81,8 +119,11 @@ type Options struct {
 	// the first retransmission, so a write fails about one retransmission
 	// timeout later than this (0.45 s on loopback). When set, Linux also
 	// ends keepalive probing after this long instead of after KeepAlive.Count
-	// probes. Zero: KeepAlive.Idle + KeepAlive.Interval * KeepAlive.Count
-	// (20 s with the defaults), so both paths give the same bound.
+	// probes. At least 100 ms (a lost packet or a brief server stall must
+	// not drop a healthy connection) and at most math.MaxInt32 ms (about
+	// 24.8 days, the kernel's limit). Zero: KeepAlive.Idle +
+	// KeepAlive.Interval * KeepAlive.Count (20 s with the defaults), so both
+	// paths give the same bound, capped at the kernel's limit.
 	TCPUserTimeout time.Duration
 
 	// HealthCheckInterval is how often an idle connection is checked: a
@@ -93,8 +134,8 @@ type Options struct {
 	// BlockSlice is the server-side timeout of each round of a blocking
 	// read (BRPop, BLPop, BLMove); the client reads each round with a
 	// deadline of BlockSlice plus 500 ms, so a read on a dead link returns
-	// within that. Values below one second need Redis 6 or later. Zero:
-	// DefaultBlockSlice.
+	// within that. At least 10 ms, at most 100 years; values below one
+	// second need Redis 6 or later. Zero: DefaultBlockSlice.
 	BlockSlice time.Duration
 
 	// LeakDetectionThreshold logs, once, every connection held checked out
@@ -108,18 +149,22 @@ type Options struct {
 
 // KeepAlive configures TCP keepalive probing. The kernel's own defaults
 // (7200 s idle, 9 probes 75 s apart) take over two hours to notice a dead
-// peer, so every field is always set explicitly on each socket.
+// peer, so every field is always set explicitly on each socket. The kernel
+// counts Idle and Interval in whole seconds, so they are rounded up.
 type KeepAlive struct {
-	// Disable turns keepalive off for the pool's sockets.
+	// Disable turns keepalive off for the pool's sockets; Idle, Interval
+	// and Count must then be zero. Zero: keepalive on.
 	Disable bool
-	// Idle is the quiet time before the first probe. Zero:
-	// DefaultKeepAliveIdle.
+	// Idle is the quiet time before the first probe. At most 32767 s, the
+	// kernel's limit. Zero: DefaultKeepAliveIdle.
 	Idle time.Duration
-	// Interval is the time between unanswered probes. Zero:
-	// DefaultKeepAliveInterval.
+	// Interval is the time between unanswered probes. At most 32767 s, the
+	// kernel's limit. Zero: DefaultKeepAliveInterval.
 	Interval time.Duration
-	// Count is how many unanswered probes end the connection. Zero:
-	// DefaultKeepAliveCount.
+	// Count is how many unanswered probes end the connection. Linux, where
+	// TCPUserTimeout is always set, ends probing when that expires instead,
+	// so there Count counts through TCPUserTimeout's default. At most 127,
+	// the kernel's limit. Zero: DefaultKeepAliveCount.
 	Count int
 }
 
@@ -163,8 +208,13 @@ func newConfig(o Options) (config, error) {
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
-		if _, _, err := net.SplitHostPort(o.Addr); err != nil {
+		_, port, err := net.SplitHostPort(o.Addr)
+		if err != nil || port == "" {
 			return bad("Addr", strconv.Quote(o.Addr), "want host:port for network "+network)
+		}
+		// A service name such as "redis" is left to the resolver.
+		if n, err := strconv.Atoi(port); err == nil && (n < 1 || n > 65535) {
+			return bad("Addr", strconv.Quote(o.Addr), fmt.Sprintf("port %s is not from 1 to 65535", port))
 		}
 	case "unix":
 		if o.TLSConfig != nil {
@@ -180,26 +230,41 @@ func newConfig(o Options) (config, error) {
 		return bad("DB", o.DB, "must not be negative")
 	}
 	durations := []struct {
-		name string
-		d    time.Duration
+		name     string
+		d        time.Duration
+		min, max time.Duration // bounds of a non-zero value; zero: none
 	}{
-		{"DialTimeout", o.DialTimeout}, {"ReadTimeout", o.ReadTimeout},
-		{"WriteTimeout", o.WriteTimeout}, {"PoolTimeout", o.PoolTimeout},
-		{"IdleTimeout", o.IdleTimeout}, {"MaxConnLifetime", o.MaxConnLifetime},
-		{"KeepAlive.Idle", o.KeepAlive.Idle}, {"KeepAlive.Interval", o.KeepAlive.Interval},
-		{"TCPUserTimeout", o.TCPUserTimeout}, {"HealthCheckInterval", o.HealthCheckInterval},
-		{"BlockSlice", o.BlockSlice}, {"LeakDetectionThreshold", o.LeakDetectionThreshold},
+		{"DialTimeout", o.DialTimeout, minIOTimeout, 0},
+		{"ReadTimeout", o.ReadTimeout, minIOTimeout, maxAddedTimeout},
+		{"WriteTimeout", o.WriteTimeout, minIOTimeout, maxAddedTimeout},
+		{"PoolTimeout", o.PoolTimeout, 0, 0},
+		{"IdleTimeout", o.IdleTimeout, 0, 0},
+		{"MaxConnLifetime", o.MaxConnLifetime, 0, 0},
+		{"KeepAlive.Idle", o.KeepAlive.Idle, 0, maxKeepAliveTime},
+		{"KeepAlive.Interval", o.KeepAlive.Interval, 0, maxKeepAliveTime},
+		{"TCPUserTimeout", o.TCPUserTimeout, minUserTimeout, maxUserTimeout},
+		{"HealthCheckInterval", o.HealthCheckInterval, 0, 0},
+		{"BlockSlice", o.BlockSlice, minBlockSlice, maxAddedTimeout},
+		{"LeakDetectionThreshold", o.LeakDetectionThreshold, 0, 0},
 	}
 	for _, f := range durations {
-		if f.d < 0 {
+		switch {
+		case f.d < 0:
 			return bad(f.name, f.d, "must not be negative (zero selects the default)")
+		case f.d > 0 && f.d < f.min:
+			return bad(f.name, f.d, fmt.Sprintf("must be at least %v", f.min))
+		case f.max > 0 && f.d > f.max:
+			return bad(f.name, f.d, fmt.Sprintf("must be at most %v", f.max))
 		}
 	}
 	if o.KeepAlive.Count < 0 {
 		return bad("KeepAlive.Count", o.KeepAlive.Count, "must not be negative (zero selects the default)")
 	}
-	if o.BlockSlice > 0 && o.BlockSlice < 10*time.Millisecond {
-		return bad("BlockSlice", o.BlockSlice, "must be at least 10ms")
+	if o.KeepAlive.Count > maxKeepAliveCount {
+		return bad("KeepAlive.Count", o.KeepAlive.Count, fmt.Sprintf("must be at most %d", maxKeepAliveCount))
+	}
+	if ka := o.KeepAlive; ka.Disable && (ka.Idle != 0 || ka.Interval != 0 || ka.Count != 0) {
+		return bad("KeepAlive", fmt.Sprintf("%+v", ka), "Disable contradicts the Idle, Interval or Count also set")
 	}
 	if o.MaxActive < 0 {
 		return bad("MaxActive", o.MaxActive, "must not be negative")
@@ -233,7 +298,7 @@ func newConfig(o Options) (config, error) {
 		},
 	}
 	c.poolTimeout = cmp.Or(o.PoolTimeout, c.readTimeout+time.Second)
-	c.userTimeout = cmp.Or(o.TCPUserTimeout, c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count))
+	c.userTimeout = cmp.Or(o.TCPUserTimeout, min(c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count), maxUserTimeout))
 	if c.maxActive == 0 {
 		c.maxActive = max(10*runtime.GOMAXPROCS(0), c.maxIdle)
 	}

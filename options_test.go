@@ -3,6 +3,8 @@ package redisalive_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -41,18 +43,55 @@ func TestNewPoolRejectsEachInvalidOptionNamingTheField(t *testing.T) {
 		{"MaxIdle", func(o *redisalive.Options) { o.MaxIdle = -1 }},
 		{"MaxIdle", func(o *redisalive.Options) { o.MaxActive, o.MaxIdle = 2, 3 }},
 		{"TLSConfig", func(o *redisalive.Options) { o.Network, o.Addr, o.TLSConfig = "unix", "/tmp/x.sock", tlsConfig() }},
+
+		// Values that cannot work, or contradict each other.
+		{"Addr", func(o *redisalive.Options) { o.Addr = "127.0.0.1:99999" }},
+		{"Addr", func(o *redisalive.Options) { o.Addr = "127.0.0.1:0" }},
+		{"Addr", func(o *redisalive.Options) { o.Addr = "127.0.0.1:" }},
+		{"DialTimeout", func(o *redisalive.Options) { o.DialTimeout = time.Millisecond }},
+		{"ReadTimeout", func(o *redisalive.Options) { o.ReadTimeout = time.Nanosecond }},
+		{"WriteTimeout", func(o *redisalive.Options) { o.WriteTimeout = 9 * time.Millisecond }},
+		{"ReadTimeout", func(o *redisalive.Options) { o.ReadTimeout = math.MaxInt64 }},
+		{"WriteTimeout", func(o *redisalive.Options) { o.WriteTimeout = math.MaxInt64 }},
+		{"BlockSlice", func(o *redisalive.Options) { o.BlockSlice = math.MaxInt64 }},
+		{"TCPUserTimeout", func(o *redisalive.Options) { o.TCPUserTimeout = time.Millisecond }},
+		{"TCPUserTimeout", func(o *redisalive.Options) { o.TCPUserTimeout = 25 * 24 * time.Hour }},
+		{"KeepAlive", func(o *redisalive.Options) { o.KeepAlive = redisalive.KeepAlive{Disable: true, Idle: time.Second} }},
+		{"KeepAlive", func(o *redisalive.Options) { o.KeepAlive = redisalive.KeepAlive{Disable: true, Count: 1} }},
+		{"KeepAlive.Idle", func(o *redisalive.Options) { o.KeepAlive.Idle = 32768 * time.Second }},
+		{"KeepAlive.Interval", func(o *redisalive.Options) { o.KeepAlive.Interval = 10 * time.Hour }},
+		{"KeepAlive.Count", func(o *redisalive.Options) { o.KeepAlive.Count = 128 }},
 	}
-	for _, tc := range cases {
-		o := valid
-		tc.edit(&o)
+	for i, tc := range cases {
+		t.Run(fmt.Sprintf("%d_%s", i, tc.field), func(t *testing.T) {
+			o := valid
+			tc.edit(&o)
+			p, err := redisalive.NewPool(o)
+			if p != nil {
+				p.Close()
+			}
+			require.Error(t, err, "got a pool from %+v, want an error", o)
+			assert.ErrorIs(t, err, redisalive.ErrInvalidOptions)
+			var oe *redisalive.OptionError
+			require.True(t, errors.As(err, &oe), "got %T, want *OptionError", err)
+			assert.Equal(t, tc.field, oe.Field, "error: %v", err)
+			assert.Contains(t, err.Error(), "Options."+tc.field)
+		})
+	}
+}
+
+func TestNewPoolAcceptsEveryBoundItself(t *testing.T) {
+	for _, o := range []redisalive.Options{
+		{Addr: "127.0.0.1:1", DialTimeout: 10 * time.Millisecond, ReadTimeout: 10 * time.Millisecond, WriteTimeout: 10 * time.Millisecond},
+		{Addr: "127.0.0.1:65535", TCPUserTimeout: 100 * time.Millisecond, BlockSlice: 10 * time.Millisecond},
+		{Addr: "localhost:redis", TCPUserTimeout: math.MaxInt32 * time.Millisecond},
+		{Addr: "127.0.0.1:1", KeepAlive: redisalive.KeepAlive{Idle: 32767 * time.Second, Interval: 32767 * time.Second, Count: 127}},
+		{Addr: "127.0.0.1:1", KeepAlive: redisalive.KeepAlive{Disable: true}},
+		{Addr: "127.0.0.1:1", ReadTimeout: 100 * 365 * 24 * time.Hour, WriteTimeout: 100 * 365 * 24 * time.Hour, BlockSlice: 100 * 365 * 24 * time.Hour},
+	} {
 		p, err := redisalive.NewPool(o)
-		require.Error(t, err, "field %s: got no error", tc.field)
-		assert.Nil(t, p)
-		assert.ErrorIs(t, err, redisalive.ErrInvalidOptions)
-		var oe *redisalive.OptionError
-		require.True(t, errors.As(err, &oe), "got %T, want *OptionError", err)
-		assert.Equal(t, tc.field, oe.Field, "error: %v", err)
-		assert.Contains(t, err.Error(), "Options."+tc.field)
+		require.NoError(t, err, "NewPool(%+v)", o)
+		require.NoError(t, p.Close())
 	}
 }
 

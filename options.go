@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/url"
+	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -315,80 +318,177 @@ func newConfig(o Options) (config, error) {
 //
 //	redis://[[username]:password@]host[:port][/db][?option=value&...]
 //	rediss://...   (the same, over TLS)
-//	unix://[[username]:password@]/path/to/socket[?db=N&...]
+//	unix://[[username]:password@]/path/to/socket[?option=value&...]
 //
-// The port defaults to 6379. Query options, all optional: db,
+// The port defaults to 6379 and must be from 1 to 65535; db is a database
+// number. User info needs its colon even without a user name
+// (redis://:secret@host): redis://word@host is rejected, because clients
+// disagree on whether word is a user name (go-redis, redis-py) or a
+// password (redis-cli). A '/', '?', '#', '@' or '%' in a user name or
+// password must be %-escaped. A unix URL has no host: its socket path
+// starts at the third slash.
+//
+// Query options, each at most once: db (not with a database in the path),
 // dial_timeout, read_timeout, write_timeout, pool_timeout, idle_timeout,
-// max_conn_lifetime, health_check_interval, block_slice,
-// tcp_user_timeout (durations as for time.ParseDuration), max_active,
-// max_idle (integers). An unknown option is an error, so a typo does not
-// silently leave a default in place.
+// max_conn_lifetime, health_check_interval, block_slice, tcp_user_timeout
+// (durations as for time.ParseDuration), max_active, max_idle (whole
+// numbers). An unknown option is an error, so a typo does not silently
+// leave a default in place.
+//
+// ParseURL checks the values as NewPool does, so NewPool accepts the
+// Options it returns. Every error matches ErrInvalidURL and shows the URL
+// with its password replaced by "xxxxx"; one for a value NewPool would
+// reject also matches ErrInvalidOptions and holds the *OptionError.
 func ParseURL(rawURL string) (Options, error) {
+	redacted := redactURL(rawURL)
+	fail := func(option error, format string, args ...any) (Options, error) {
+		return Options{}, &urlError{url: redacted, reason: fmt.Sprintf(format, args...), option: option}
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return Options{}, fmt.Errorf("redisalive: parse URL: %w", err)
+		// url.Parse quotes what it failed on, which can be the password;
+		// the redacted URL shows the same fault unless the fault is in the
+		// user info itself.
+		if _, err = url.Parse(redacted); err == nil {
+			return fail(nil, `malformed user info: %%-escape any '/', '?', '#', '@' or '%%' in the user name or password`)
+		}
+		return fail(nil, "%s", errors.Unwrap(err))
+	}
+	if u.Fragment != "" {
+		return fail(nil, "a fragment (#...) has no meaning in a Redis URL")
 	}
 	var o Options
+	// from names the part of the URL that set each Options field, for a
+	// value NewPool rejects; a field without one has a self-explaining
+	// reason.
+	from := map[string]string{}
 	if u.User != nil {
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
-		// redis://:secret@host is the classic password-only form.
-		if _, hasPassword := u.User.Password(); !hasPassword {
-			o.Username, o.Password = "", o.Username
+		password, ok := u.User.Password()
+		if !ok {
+			return fail(nil, "user info without a colon could be a user name or a password: write :password@ for a password alone, user:password@ for both")
 		}
+		o.Username, o.Password = u.User.Username(), password
+		from["Password"] = "user info"
 	}
 	switch u.Scheme {
 	case "redis", "rediss":
-		host, port := u.Hostname(), u.Port()
+		host, port := u.Hostname(), cmp.Or(u.Port(), "6379")
 		if host == "" {
-			return Options{}, fmt.Errorf("redisalive: parse URL %q: missing host", u.Redacted())
-		}
-		if port == "" {
-			port = "6379"
+			return fail(nil, "missing host, as in redis://localhost:6379")
 		}
 		o.Network, o.Addr = "tcp", net.JoinHostPort(host, port)
 		if u.Scheme == "rediss" {
 			o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 		}
-		if p := strings.Trim(u.Path, "/"); p != "" {
-			if o.DB, err = strconv.Atoi(p); err != nil || o.DB < 0 {
-				return Options{}, fmt.Errorf("redisalive: parse URL %q: database %q is not a non-negative number", u.Redacted(), p)
+		if p := strings.TrimPrefix(u.Path, "/"); p != "" {
+			// Digits only, in the range of an int: no sign, no slash.
+			n, err := strconv.ParseUint(p, 10, strconv.IntSize-1)
+			if err != nil {
+				return fail(nil, "path %q is not a database number such as /0 or /2", u.Path)
 			}
+			o.DB = int(n)
+			from["DB"] = fmt.Sprintf("path %q", u.Path)
 		}
 	case "unix":
-		if u.Path == "" {
-			return Options{}, fmt.Errorf("redisalive: parse URL %q: missing socket path", u.Redacted())
+		switch {
+		case u.Host != "":
+			return fail(nil, "host %q in a unix URL: the socket path starts at the third slash, as in unix:///run/redis.sock", u.Host)
+		case u.Path == "":
+			return fail(nil, "missing socket path, as in unix:///run/redis.sock")
+		case strings.HasSuffix(u.Path, "/"):
+			return fail(nil, "socket path %q names a directory", u.Path)
 		}
 		o.Network, o.Addr = "unix", u.Path
 	default:
-		return Options{}, fmt.Errorf("redisalive: parse URL %q: scheme %q, want redis, rediss or unix", u.Redacted(), u.Scheme)
+		return fail(nil, "scheme %q, want redis, rediss or unix", u.Scheme)
 	}
-	for key, vals := range u.Query() {
-		if err := setURLOption(&o, key, vals[len(vals)-1]); err != nil {
-			return Options{}, fmt.Errorf("redisalive: parse URL %q: option %s: %w", u.Redacted(), key, err)
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return fail(nil, "malformed query: %v", err)
+	}
+	for _, key := range slices.Sorted(maps.Keys(query)) {
+		vals, field := query[key], urlOptions[key]
+		switch {
+		case field == "":
+			return fail(nil, "unknown option %q (known: %s)", key, strings.Join(slices.Sorted(maps.Keys(urlOptions)), ", "))
+		case len(vals) > 1:
+			return fail(nil, "option %s given %d times", key, len(vals))
+		case from[field] != "":
+			return fail(nil, "%s is given twice: %s and option %s=%q", field, from[field], key, vals[0])
 		}
+		from[field] = fmt.Sprintf("option %s=%q", key, vals[0])
+		if reason := setOption(&o, field, vals[0]); reason != "" {
+			return fail(nil, "%s %s", from[field], reason)
+		}
+	}
+	if _, err := newConfig(o); err != nil {
+		reason := err.Error()
+		if oe := (*OptionError)(nil); errors.As(err, &oe) {
+			reason = oe.Reason
+			if part := from[oe.Field]; part != "" {
+				reason = part + ": " + reason
+			}
+		}
+		return fail(err, "%s", reason)
 	}
 	return o, nil
 }
 
-func setURLOption(o *Options, key, val string) error {
-	durations := map[string]*time.Duration{
-		"dial_timeout": &o.DialTimeout, "read_timeout": &o.ReadTimeout,
-		"write_timeout": &o.WriteTimeout, "pool_timeout": &o.PoolTimeout,
-		"idle_timeout": &o.IdleTimeout, "max_conn_lifetime": &o.MaxConnLifetime,
-		"health_check_interval": &o.HealthCheckInterval, "block_slice": &o.BlockSlice,
-		"tcp_user_timeout": &o.TCPUserTimeout,
-	}
-	ints := map[string]*int{"db": &o.DB, "max_active": &o.MaxActive, "max_idle": &o.MaxIdle}
-	if p, ok := durations[key]; ok {
+// urlOptions maps each query option of a Redis URL to the Options field it
+// sets; the field's type says how its value is parsed.
+var urlOptions = map[string]string{
+	"db":                    "DB",
+	"dial_timeout":          "DialTimeout",
+	"read_timeout":          "ReadTimeout",
+	"write_timeout":         "WriteTimeout",
+	"pool_timeout":          "PoolTimeout",
+	"idle_timeout":          "IdleTimeout",
+	"max_conn_lifetime":     "MaxConnLifetime",
+	"health_check_interval": "HealthCheckInterval",
+	"block_slice":           "BlockSlice",
+	"tcp_user_timeout":      "TCPUserTimeout",
+	"max_active":            "MaxActive",
+	"max_idle":              "MaxIdle",
+}
+
+// setOption parses val into the named field of o and says what is wrong
+// with it, if anything; NewPool's checks come later.
+func setOption(o *Options, field, val string) (reason string) {
+	switch p := reflect.ValueOf(o).Elem().FieldByName(field).Addr().Interface().(type) {
+	case *time.Duration:
 		d, err := time.ParseDuration(val)
+		if err != nil {
+			return "is not a duration such as 250ms or 3s"
+		}
 		*p = d
-		return err
-	}
-	if p, ok := ints[key]; ok {
+	case *int:
 		n, err := strconv.Atoi(val)
+		if err != nil {
+			return "is not a whole number"
+		}
 		*p = n
-		return err
 	}
-	return errors.New("unknown option")
+	return ""
+}
+
+// redactURL hides the password in a Redis URL for error messages, keeping
+// a user name. It works on the string, because a URL that fails to parse
+// can still hold a password, and it hides everything up to the last '@',
+// because a '/', '?' or '#' left unescaped in a password ends the user
+// info early for url.Parse. User info without a colon is hidden whole:
+// redis-cli reads it as a password.
+func redactURL(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	user, _, hasColon := strings.Cut(raw[start:at], ":")
+	if hasColon && !strings.ContainsAny(user, "/?#") {
+		return raw[:start] + user + ":xxxxx" + raw[at:]
+	}
+	return raw[:start] + "xxxxx" + raw[at:]
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -104,36 +105,98 @@ func TestNewPoolAcceptsZeroOptionsButAddr(t *testing.T) {
 	require.NoError(t, p.Close())
 }
 
-func TestParseURL(t *testing.T) {
+func TestParseURLReadsEveryPartOfTheGrammar(t *testing.T) {
 	cases := []struct {
 		url  string
 		want redisalive.Options
 	}{
 		{"redis://localhost", redisalive.Options{Network: "tcp", Addr: "localhost:6379"}},
+		{"redis://localhost:", redisalive.Options{Network: "tcp", Addr: "localhost:6379"}},
+		{"redis://[::1]:6380/", redisalive.Options{Network: "tcp", Addr: "[::1]:6380"}},
 		{"redis://:secret@10.0.0.1:6380/2", redisalive.Options{Network: "tcp", Addr: "10.0.0.1:6380", Password: "secret", DB: 2}},
+		{"redis://:@h?db=1", redisalive.Options{Network: "tcp", Addr: "h:6379", DB: 1}},
+		{"redis://b%40b:s%2Fe%3Acret@h", redisalive.Options{Network: "tcp", Addr: "h:6379", Username: "b@b", Password: "s/e:cret"}},
 		{"redis://bob:secret@h:1/0?read_timeout=250ms&max_active=7&block_slice=2s",
 			redisalive.Options{Network: "tcp", Addr: "h:1", Username: "bob", Password: "secret", ReadTimeout: 250 * time.Millisecond, MaxActive: 7, BlockSlice: 2 * time.Second}},
 		{"unix:///run/redis.sock?db=3", redisalive.Options{Network: "unix", Addr: "/run/redis.sock", DB: 3}},
+		{"unix:/run/redis.sock", redisalive.Options{Network: "unix", Addr: "/run/redis.sock"}},
+		{"unix://:secret@/run/redis.sock", redisalive.Options{Network: "unix", Addr: "/run/redis.sock", Password: "secret"}},
 	}
 	for _, tc := range cases {
 		got, err := redisalive.ParseURL(tc.url)
 		require.NoError(t, err, tc.url)
-		assert.Equal(t, tc.want, got, tc.url)
+		assert.Equal(t, tc.want, got, "ParseURL(%q)", tc.url)
 	}
 
 	tlsOpts, err := redisalive.ParseURL("rediss://cache.example:6390")
 	require.NoError(t, err)
 	require.NotNil(t, tlsOpts.TLSConfig)
 	assert.Equal(t, "cache.example", tlsOpts.TLSConfig.ServerName)
+}
 
-	for _, bad := range []string{
-		"http://h", "redis://", "redis://h/x", "redis://h/-1", "unix://", "redis://h?nope=1", "redis://h?read_timeout=soon", "::",
-	} {
-		_, err := redisalive.ParseURL(bad)
-		assert.Error(t, err, "ParseURL(%q): got no error", bad)
+func TestParseURLRejectsAmbiguousOrInvalidURLsNamingThePartWithoutThePassword(t *testing.T) {
+	cases := []struct{ url, redacted, reason string }{
+		{"redis://:hunter2@127.0.0.1:99999", "redis://:xxxxx@127.0.0.1:99999", "port 99999 is not from 1 to 65535"},
+		{"redis://:hunter2@h:0", "redis://:xxxxx@h:0", "port 0 is not from 1 to 65535"},
+		{"redis://u:hunter2@h:port", "redis://u:xxxxx@h:port", `invalid port ":port" after host`},
+		{"redis://:hunter2@", "redis://:xxxxx@", "missing host, as in redis://localhost:6379"},
+		{"redis:h", "redis:h", "missing host, as in redis://localhost:6379"},
+		{"http://:hunter2@h", "http://:xxxxx@h", `scheme "http", want redis, rediss or unix`},
+		{"::", "::", "missing protocol scheme"},
+		{"redis://:hunter2@h#top", "redis://:xxxxx@h#top", "a fragment (#...) has no meaning in a Redis URL"},
+
+		{"redis://hunter2@h", "redis://xxxxx@h",
+			"user info without a colon could be a user name or a password: write :password@ for a password alone, user:password@ for both"},
+		{"redis://u:hunter2/x@h", "redis://u:xxxxx@h",
+			`malformed user info: %-escape any '/', '?', '#', '@' or '%' in the user name or password`},
+		{"redis://u:@h", "redis://u:xxxxx@h", "user info: a Username needs a Password"},
+
+		{"redis://:hunter2@h/x", "redis://:xxxxx@h/x", `path "/x" is not a database number such as /0 or /2`},
+		{"redis://:hunter2@h/-1", "redis://:xxxxx@h/-1", `path "/-1" is not a database number such as /0 or /2`},
+		{"redis://:hunter2@h/2/", "redis://:xxxxx@h/2/", `path "/2/" is not a database number such as /0 or /2`},
+		{"redis://:hunter2@h/2?db=3", "redis://:xxxxx@h/2?db=3", `DB is given twice: path "/2" and option db="3"`},
+		{"rediss://:hunter2@h/2?db=2", "rediss://:xxxxx@h/2?db=2", `DB is given twice: path "/2" and option db="2"`},
+
+		{"unix://:hunter2@host/tmp/x.sock", "unix://:xxxxx@host/tmp/x.sock",
+			`host "host" in a unix URL: the socket path starts at the third slash, as in unix:///run/redis.sock`},
+		{"unix://", "unix://", "missing socket path, as in unix:///run/redis.sock"},
+		{"unix:///", "unix:///", `socket path "/" names a directory`},
+		{"unix://:hunter2@/tmp/?db=1", "unix://:xxxxx@/tmp/?db=1", `socket path "/tmp/" names a directory`},
+
+		{"redis://:hunter2@h?read_timeout=1s&read_timeout=2s", "redis://:xxxxx@h?read_timeout=1s&read_timeout=2s", "option read_timeout given 2 times"},
+		{"redis://:hunter2@h?nope=1", "redis://:xxxxx@h?nope=1",
+			`unknown option "nope" (known: block_slice, db, dial_timeout, health_check_interval, idle_timeout, max_active, max_conn_lifetime, max_idle, pool_timeout, read_timeout, tcp_user_timeout, write_timeout)`},
+		{"redis://:hunter2@h?db=1;x=2", "redis://:xxxxx@h?db=1;x=2", "malformed query: invalid semicolon separator in query"},
+		{"redis://:hunter2@h?read_timeout=soon", "redis://:xxxxx@h?read_timeout=soon", `option read_timeout="soon" is not a duration such as 250ms or 3s`},
+		{"redis://:hunter2@h?max_active=x", "redis://:xxxxx@h?max_active=x", `option max_active="x" is not a whole number`},
+		{"redis://:hunter2@h?db=-1", "redis://:xxxxx@h?db=-1", `option db="-1": must not be negative`},
+		{"redis://:hunter2@h?dial_timeout=-1s", "redis://:xxxxx@h?dial_timeout=-1s", `option dial_timeout="-1s": must not be negative (zero selects the default)`},
+		{"redis://:hunter2@h?read_timeout=1ns", "redis://:xxxxx@h?read_timeout=1ns", `option read_timeout="1ns": must be at least 10ms`},
+		{"redis://:hunter2@h?tcp_user_timeout=1ms", "redis://:xxxxx@h?tcp_user_timeout=1ms", `option tcp_user_timeout="1ms": must be at least 100ms`},
+		{"redis://:hunter2@h?max_active=2&max_idle=3", "redis://:xxxxx@h?max_active=2&max_idle=3", `option max_idle="3": must not exceed MaxActive (2)`},
 	}
-	_, err = redisalive.ParseURL("redis://u:hunter2@h?nope=1")
-	assert.NotContains(t, err.Error(), "hunter2", "errors must not leak the password")
+	for i, tc := range cases {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			got, err := redisalive.ParseURL(tc.url)
+			require.Error(t, err, "ParseURL(%q): got %+v, want an error", tc.url, got)
+			assert.Equal(t, redisalive.Options{}, got, "ParseURL(%q) failed but returned options", tc.url)
+			want := fmt.Sprintf("redisalive: parse URL %q: %s", tc.redacted, tc.reason)
+			assert.Equal(t, want, err.Error(), "ParseURL(%q)", tc.url)
+			assert.NotContains(t, err.Error(), "hunter2", "ParseURL(%q): the error shows the password", tc.url)
+			assert.ErrorIs(t, err, redisalive.ErrInvalidURL, "ParseURL(%q)", tc.url)
+		})
+	}
+}
+
+func TestParseURLErrorsForValuesNewPoolWouldRejectCarryTheOptionError(t *testing.T) {
+	_, err := redisalive.ParseURL("redis://h?read_timeout=1ns")
+	assert.ErrorIs(t, err, redisalive.ErrInvalidOptions)
+	var oe *redisalive.OptionError
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, "ReadTimeout", oe.Field)
+
+	_, err = redisalive.ParseURL("redis://h?read_timeout=soon")
+	assert.NotErrorIs(t, err, redisalive.ErrInvalidOptions, "a value that is not a duration is a URL error only")
 }
 
 func tlsConfig() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }

@@ -114,7 +114,8 @@ type Options struct {
 
 	// KeepAlive sets TCP keepalive on every socket. Zero: enabled with
 	// DefaultKeepAliveIdle, DefaultKeepAliveInterval and
-	// DefaultKeepAliveCount.
+	// DefaultKeepAliveCount. NewPool warns when keepalive is off, or when
+	// the kernel would take over a minute to notice a silent peer.
 	KeepAlive KeepAlive
 	// TCPUserTimeout (Linux only; ignored elsewhere) bounds how long written
 	// data may stay unacknowledged before the kernel drops the connection;
@@ -126,19 +127,22 @@ type Options struct {
 	// not drop a healthy connection) and at most math.MaxInt32 ms (about
 	// 24.8 days, the kernel's limit). Zero: KeepAlive.Idle +
 	// KeepAlive.Interval * KeepAlive.Count (20 s with the defaults), so both
-	// paths give the same bound, capped at the kernel's limit.
+	// paths give the same bound, capped at the kernel's limit. NewPool
+	// warns above a minute.
 	TCPUserTimeout time.Duration
 
 	// HealthCheckInterval is how often an idle connection is checked: a
 	// PING is sent to each connection idle at least this long, and a
-	// checkout PINGs a connection idle longer than this. Zero:
-	// DefaultHealthCheckInterval.
+	// checkout PINGs a connection idle longer than this. NewPool warns when
+	// HealthCheckInterval + ReadTimeout, the time a dead idle connection
+	// can stay open, exceeds a minute. Zero: DefaultHealthCheckInterval.
 	HealthCheckInterval time.Duration
 	// BlockSlice is the server-side timeout of each round of a blocking
 	// read (BRPop, BLPop, BLMove); the client reads each round with a
 	// deadline of BlockSlice plus 500 ms, so a read on a dead link returns
 	// within that. At least 10 ms, at most 100 years; values below one
-	// second need Redis 6 or later. Zero: DefaultBlockSlice.
+	// second need Redis 6 or later; NewPool warns above 59.5 s, where that
+	// bound passes a minute. Zero: DefaultBlockSlice.
 	BlockSlice time.Duration
 
 	// LeakDetectionThreshold logs, once, every connection held checked out
@@ -146,7 +150,9 @@ type Options struct {
 	// in Stats.Leaks. Zero: off.
 	LeakDetectionThreshold time.Duration
 
-	// Logger receives the pool's warnings. Zero: discarded.
+	// Logger receives the pool's warnings, among them, at NewPool, one for
+	// each setting that lets a dead connection go unnoticed for over a
+	// minute, saying how long. Zero: discarded.
 	Logger *slog.Logger
 }
 
@@ -312,6 +318,65 @@ func newConfig(o Options) (config, error) {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	return c, nil
+}
+
+// warnAfter is how far a detection bound may stretch before NewPool warns:
+// twice the 30 s this library aims for, so that only settings well off the
+// defaults draw a warning.
+const warnAfter = time.Minute
+
+// warnings says, for each setting that lets a dead connection go unnoticed
+// longer than warnAfter, what the bound becomes. Such settings are valid,
+// just far from what the pool promises, so NewPool logs them rather than
+// rejecting them.
+func (c *config) warnings() []string {
+	var w []string
+	if bound := c.blockSlice + blockGrace; bound > warnAfter {
+		w = append(w, fmt.Sprintf("BlockSlice %v: a blocking read on a dead link is noticed only after %v", c.blockSlice, bound))
+	}
+	health := c.healthInterval + c.readTimeout
+	if health > warnAfter {
+		w = append(w, fmt.Sprintf("HealthCheckInterval %v, ReadTimeout %v: an idle connection that died or that the server closed is found and closed only after %v",
+			c.healthInterval, c.readTimeout, health))
+	}
+	userTimeout := c.userTimeout
+	if !userTimeoutApplies {
+		userTimeout = 0
+	}
+	ka := c.keepAlive
+	if ka.Disable {
+		w = append(w, fmt.Sprintf("KeepAlive.Disable: a silent peer of an idle connection is never noticed by the kernel; the health check finds it in the pool after %v, never while a caller holds it", health))
+	} else if bound := keepAliveBound(ka, userTimeout); bound > warnAfter {
+		settings := fmt.Sprintf("KeepAlive {Idle:%v Interval:%v Count:%d}", ka.Idle, ka.Interval, ka.Count)
+		if userTimeout > 0 {
+			settings += fmt.Sprintf(", TCPUserTimeout %v", userTimeout)
+		}
+		w = append(w, settings+": the kernel notices a silent peer of an idle connection only after "+bound.String())
+	}
+	if userTimeout > warnAfter {
+		w = append(w, fmt.Sprintf("TCPUserTimeout %v: data written to a dead link fails only after %v plus one retransmission timeout", userTimeout, userTimeout))
+	}
+	return w
+}
+
+// keepAliveBound is how long after the last traffic the kernel declares a
+// silent peer dead. Probes go out at Idle, then every Interval. Without
+// TCP_USER_TIMEOUT the connection ends when Count of them are unanswered;
+// with it, Linux ignores Count and ends it at the first probe timer at
+// least userTimeout after the last traffic, but never before the second.
+func keepAliveBound(ka KeepAlive, userTimeout time.Duration) time.Duration {
+	if userTimeout == 0 {
+		return ka.Idle + ka.Interval*time.Duration(ka.Count)
+	}
+	probes := max(1, (userTimeout-ka.Idle+ka.Interval-1)/ka.Interval)
+	return ka.Idle + ka.Interval*probes
+}
+
+// logWarnings logs each of c's warnings once, at NewPool.
+func (c *config) logWarnings() {
+	for _, w := range c.warnings() {
+		c.logger.Warn("redisalive: "+w, "addr", c.addr)
+	}
 }
 
 // ParseURL parses a Redis URL into Options:

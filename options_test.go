@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strconv"
 	"testing"
@@ -94,6 +95,20 @@ func TestNewPoolAcceptsEveryBoundItself(t *testing.T) {
 		require.NoError(t, err, "NewPool(%+v)", o)
 		require.NoError(t, p.Close())
 	}
+}
+
+func TestNewPoolWarnsThroughLoggerOfASettingThatStretchesDetectionPastAMinute(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	p, err := redisalive.NewPool(redisalive.Options{Addr: "127.0.0.1:1", Logger: logger})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	assert.Empty(t, logs.String(), "got warnings for the defaults, want none")
+
+	p, err = redisalive.NewPool(redisalive.Options{Addr: "127.0.0.1:1", Logger: logger, BlockSlice: time.Hour})
+	require.NoError(t, err, "a stretched bound is valid, only warned about")
+	require.NoError(t, p.Close())
+	assert.Contains(t, logs.String(), `level=WARN msg="redisalive: BlockSlice 1h0m0s: a blocking read on a dead link is noticed only after 1h0m0.5s" addr=127.0.0.1:1`)
 }
 
 func TestNewPoolAcceptsZeroOptionsButAddr(t *testing.T) {

@@ -438,8 +438,11 @@ func ParseURL(rawURL string) (Options, error) {
 	switch u.Scheme {
 	case "redis", "rediss":
 		host, port := u.Hostname(), cmp.Or(u.Port(), "6379")
-		if host == "" {
+		switch {
+		case host == "":
 			return fail(nil, "missing host, as in redis://localhost:6379")
+		case strings.Contains(host, ":") && !strings.HasPrefix(u.Host, "["):
+			return fail(nil, "host and port %q are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379", u.Host)
 		}
 		o.Network, o.Addr = "tcp", net.JoinHostPort(host, port)
 		if u.Scheme == "rediss" {

@@ -155,6 +155,8 @@ func TestParseURLRejectsAmbiguousOrInvalidURLsNamingThePartWithoutThePassword(t 
 		{"redis://:hunter2@h:0", "redis://:xxxxx@h:0", "port 0 is not from 1 to 65535"},
 		{"redis://u:hunter2@h:port", "redis://u:xxxxx@h:port", `invalid port ":port" after host`},
 		{"redis://:hunter2@", "redis://:xxxxx@", "missing host, as in redis://localhost:6379"},
+		{"redis://:hunter2@::1", "redis://:xxxxx@::1", `host and port "::1" are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379`},
+		{"redis://:hunter2@h:1:2", "redis://:xxxxx@h:1:2", `host and port "h:1:2" are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379`},
 		{"redis:h", "redis:h", "missing host, as in redis://localhost:6379"},
 		{"http://:hunter2@h", "http://:xxxxx@h", `scheme "http", want redis, rediss or unix`},
 		{"::", "::", "missing protocol scheme"},

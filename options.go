@@ -335,6 +335,9 @@ func (c *config) warnings() []string {
 		w = append(w, fmt.Sprintf("BlockSlice %v: a blocking read on a dead link is noticed only after %v", c.blockSlice, bound))
 	}
 	health := c.healthInterval + c.readTimeout
+	if health < c.healthInterval { // overflowed: a HealthCheckInterval meant as "never"
+		health = math.MaxInt64
+	}
 	if health > warnAfter {
 		w = append(w, fmt.Sprintf("HealthCheckInterval %v, ReadTimeout %v: an idle connection that died or that the server closed is found and closed only after %v",
 			c.healthInterval, c.readTimeout, health))

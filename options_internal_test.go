@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -38,6 +39,9 @@ func TestWarningsSayWhatEachDetectionBoundBecomesPastAMinute(t *testing.T) {
 		}},
 		{"a long HealthCheckInterval", Options{HealthCheckInterval: 10 * time.Minute}, []string{
 			"HealthCheckInterval 10m0s, ReadTimeout 3s: an idle connection that died or that the server closed is found and closed only after 10m3s",
+		}},
+		{"health checks as good as off", Options{HealthCheckInterval: math.MaxInt64}, []string{
+			"HealthCheckInterval 2562047h47m16.854775807s, ReadTimeout 3s: an idle connection that died or that the server closed is found and closed only after 2562047h47m16.854775807s",
 		}},
 		{"a long ReadTimeout", Options{ReadTimeout: 2 * time.Minute}, []string{
 			"HealthCheckInterval 15s, ReadTimeout 2m0s: an idle connection that died or that the server closed is found and closed only after 2m15s",

@@ -422,6 +422,11 @@ func ParseURL(rawURL string) (Options, error) {
 		}
 		return fail(nil, "%s", errors.Unwrap(err))
 	}
+	// Past this check the last '@' ends the user info, so the redacted URL
+	// hides exactly that, and the reasons below may quote any other part.
+	if strings.Contains(u.Opaque+u.EscapedPath()+u.RawQuery+u.EscapedFragment(), "@") {
+		return fail(nil, `'@' outside the user info: %%-escape any '/', '?' or '#' in the password, and write an '@' elsewhere as %%40`)
+	}
 	if u.Fragment != "" {
 		return fail(nil, "a fragment (#...) has no meaning in a Redis URL")
 	}

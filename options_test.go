@@ -135,6 +135,7 @@ func TestParseURLReadsEveryPartOfTheGrammar(t *testing.T) {
 			redisalive.Options{Network: "tcp", Addr: "h:1", Username: "bob", Password: "secret", ReadTimeout: 250 * time.Millisecond, MaxActive: 7, BlockSlice: 2 * time.Second}},
 		{"unix:///run/redis.sock?db=3", redisalive.Options{Network: "unix", Addr: "/run/redis.sock", DB: 3}},
 		{"unix:/run/redis.sock", redisalive.Options{Network: "unix", Addr: "/run/redis.sock"}},
+		{"unix:///run/redis%401.sock", redisalive.Options{Network: "unix", Addr: "/run/redis@1.sock"}},
 		{"unix://:secret@/run/redis.sock", redisalive.Options{Network: "unix", Addr: "/run/redis.sock", Password: "secret"}},
 	}
 	for _, tc := range cases {
@@ -167,6 +168,10 @@ func TestParseURLRejectsAmbiguousOrInvalidURLsNamingThePartWithoutThePassword(t 
 		{"redis://u:hunter2/x@h", "redis://u:xxxxx@h",
 			`malformed user info: %-escape any '/', '?', '#', '@' or '%' in the user name or password`},
 		{"redis://u:@h", "redis://u:xxxxx@h", "user info: a Username needs a Password"},
+		{"redis://u:6379/hunter2@h", "redis://u:xxxxx@h",
+			`'@' outside the user info: %-escape any '/', '?' or '#' in the password, and write an '@' elsewhere as %40`},
+		{"unix:///run/redis@1.sock", "unix://xxxxx@1.sock",
+			`'@' outside the user info: %-escape any '/', '?' or '#' in the password, and write an '@' elsewhere as %40`},
 
 		{"redis://:hunter2@h/x", "redis://:xxxxx@h/x", `path "/x" is not a database number such as /0 or /2`},
 		{"redis://:hunter2@h/-1", "redis://:xxxxx@h/-1", `path "/-1" is not a database number such as /0 or /2`},

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,3 +224,157 @@ func TestParseURLErrorsForValuesNewPoolWouldRejectCarryTheOptionError(t *testing
 }
 
 func tlsConfig() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }
+
+// FuzzParseURL checks that ParseURL never panics, that every error matches
+// ErrInvalidURL and hides the password, that NewPool accepts whatever
+// ParseURL accepts, and that the Options written back as a URL parse to
+// the same Options.
+func FuzzParseURL(f *testing.F) {
+	for _, seed := range []string{
+		"redis://localhost", "redis://:hunter2@10.0.0.1:6380/2", "rediss://bob:hunter2@cache.example:6390/0?read_timeout=250ms",
+		"unix:///run/redis.sock?db=3", "unix://:hunter2@/run/redis.sock", "redis://[::1]:6380/", "redis://b%40b:s%2Fe%3Acret@h",
+		"redis://[fe80::1%25eth0]:6379", "unix:///tmp/a%3Fb%20c.sock",
+		"redis://h?db=1&dial_timeout=1s&read_timeout=1s&write_timeout=1s&pool_timeout=1s&idle_timeout=1m&max_conn_lifetime=1h" +
+			"&health_check_interval=15s&block_slice=1s&tcp_user_timeout=20s&max_active=4&max_idle=2",
+		// The review's cases (issue 9).
+		"redis://127.0.0.1:99999", "redis://h:0", "redis://h/2?db=3", "redis://h?read_timeout=1s&read_timeout=2s",
+		"redis://hunter2@host", "unix://host/tmp/x.sock", "unix:///", "redis://h?read_timeout=1ns",
+		"redis://h?block_slice=1h", "redis://h?tcp_user_timeout=1ms", "redis://h?max_active=2&max_idle=3",
+		"redis://u:hunter2/x@h", "redis://u:hunter2@h:port", "redis://u:hun%zzter2@h", "redis://h#top", "redis://h?db=1;x=2",
+		"redis://h/-1", "redis://h/+1", "redis://h//2", "::", "redis:h", "http://h", "redis:u:hunter2@h",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		o, err := redisalive.ParseURL(raw)
+		if err != nil {
+			if !errors.Is(err, redisalive.ErrInvalidURL) {
+				t.Fatalf("ParseURL(%q): got error %q, want one matching ErrInvalidURL", raw, err)
+			}
+			if !strings.HasPrefix(err.Error(), `redisalive: parse URL "`) {
+				t.Fatalf(`ParseURL(%q): got error %q, want it to start with 'redisalive: parse URL "'`, raw, err)
+			}
+			if passwordHasMarker(raw) && strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("ParseURL(%q): got error %q, which shows the password", raw, err)
+			}
+			return
+		}
+		p, err := redisalive.NewPool(o)
+		if err != nil {
+			t.Fatalf("ParseURL(%q) = %+v, which NewPool rejects: %v", raw, o, err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatalf("Close: got %v, want nil", err)
+		}
+		again, err := redisalive.ParseURL(formatURL(o))
+		if err != nil {
+			t.Fatalf("ParseURL(%q), the URL of ParseURL(%q): %v", formatURL(o), raw, err)
+		}
+		if !reflect.DeepEqual(o, again) {
+			t.Fatalf("ParseURL(%q) = %+v, but its URL %q parses to %+v", raw, o, formatURL(o), again)
+		}
+	})
+}
+
+// passwordHasMarker reports whether "hunter2" occurs in raw exactly once,
+// inside what a reader could take for the password: after the scheme's
+// "://" if any, before the last '@', and not before the first ':' between
+// them, which ends a user name. User info without a colon counts, as
+// redis-cli reads it as a password.
+func passwordHasMarker(raw string) bool {
+	if strings.Count(raw, "hunter2") != 1 {
+		return false
+	}
+	rest := raw
+	if _, afterScheme, ok := strings.Cut(raw, "://"); ok {
+		rest = afterScheme
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return false
+	}
+	userinfo := rest[:at]
+	if _, password, hasColon := strings.Cut(userinfo, ":"); hasColon {
+		userinfo = password
+	}
+	return strings.Contains(userinfo, "hunter2")
+}
+
+// FuzzNewPool checks that NewPool never panics on any Options and either
+// rejects them with an *OptionError matching ErrInvalidOptions or returns
+// a pool that closes cleanly.
+func FuzzNewPool(f *testing.F) {
+	valid := redisalive.Options{Addr: "127.0.0.1:6379"}
+	with := func(edit func(*redisalive.Options)) redisalive.Options {
+		o := valid
+		edit(&o)
+		return o
+	}
+	for _, o := range []redisalive.Options{
+		valid,
+		{Network: "unix", Addr: "/run/redis.sock", Username: "bob", Password: "secret", DB: 3},
+		// The review's cases (issue 9).
+		with(func(o *redisalive.Options) { o.ReadTimeout = time.Nanosecond }),
+		with(func(o *redisalive.Options) { o.BlockSlice = time.Hour }),
+		with(func(o *redisalive.Options) { o.TCPUserTimeout = time.Millisecond }),
+		with(func(o *redisalive.Options) { o.KeepAlive = redisalive.KeepAlive{Disable: true, Idle: time.Second} }),
+		with(func(o *redisalive.Options) { o.KeepAlive = redisalive.KeepAlive{Disable: true} }),
+		with(func(o *redisalive.Options) { o.HealthCheckInterval = time.Hour }),
+		with(func(o *redisalive.Options) { o.ReadTimeout, o.WriteTimeout = math.MaxInt64, math.MaxInt64 }),
+		with(func(o *redisalive.Options) {
+			o.KeepAlive = redisalive.KeepAlive{Idle: 32767 * time.Second, Interval: 32767 * time.Second, Count: 127}
+		}),
+		with(func(o *redisalive.Options) { o.KeepAlive.Count = 128 }),
+		with(func(o *redisalive.Options) { o.TCPUserTimeout = 25 * 24 * time.Hour }),
+		with(func(o *redisalive.Options) { o.Addr = "127.0.0.1:99999" }),
+		with(func(o *redisalive.Options) { o.MaxActive, o.MaxIdle = 2, 3 }),
+		with(func(o *redisalive.Options) {
+			o.LeakDetectionThreshold, o.IdleTimeout = time.Nanosecond, time.Nanosecond
+		}),
+		with(func(o *redisalive.Options) { o.Network, o.TLSConfig = "unix", tlsConfig() }),
+	} {
+		f.Add(o.Network, o.Addr, o.Username, o.Password, o.DB, o.TLSConfig != nil,
+			int64(o.DialTimeout), int64(o.ReadTimeout), int64(o.WriteTimeout), int64(o.PoolTimeout),
+			o.MaxActive, o.MaxIdle, int64(o.IdleTimeout), int64(o.MaxConnLifetime),
+			o.KeepAlive.Disable, int64(o.KeepAlive.Idle), int64(o.KeepAlive.Interval), o.KeepAlive.Count,
+			int64(o.TCPUserTimeout), int64(o.HealthCheckInterval), int64(o.BlockSlice), int64(o.LeakDetectionThreshold))
+	}
+	f.Fuzz(func(t *testing.T, network, addr, username, password string, db int, useTLS bool,
+		dial, read, write, poolWait int64, maxActive, maxIdle int, idle, lifetime int64,
+		kaDisable bool, kaIdle, kaInterval int64, kaCount int,
+		userTimeout, health, slice, leak int64,
+	) {
+		o := redisalive.Options{
+			Network: network, Addr: addr, Username: username, Password: password, DB: db,
+			DialTimeout: time.Duration(dial), ReadTimeout: time.Duration(read),
+			WriteTimeout: time.Duration(write), PoolTimeout: time.Duration(poolWait),
+			MaxActive: maxActive, MaxIdle: maxIdle,
+			IdleTimeout: time.Duration(idle), MaxConnLifetime: time.Duration(lifetime),
+			KeepAlive: redisalive.KeepAlive{
+				Disable: kaDisable, Idle: time.Duration(kaIdle), Interval: time.Duration(kaInterval), Count: kaCount,
+			},
+			TCPUserTimeout: time.Duration(userTimeout), HealthCheckInterval: time.Duration(health),
+			BlockSlice: time.Duration(slice), LeakDetectionThreshold: time.Duration(leak),
+		}
+		if useTLS {
+			o.TLSConfig = tlsConfig()
+		}
+		p, err := redisalive.NewPool(o)
+		if err != nil {
+			var oe *redisalive.OptionError
+			if !errors.As(err, &oe) || !errors.Is(err, redisalive.ErrInvalidOptions) {
+				t.Fatalf("NewPool(%+v): got %T %q, want an *OptionError matching ErrInvalidOptions", o, err, err)
+			}
+			if !strings.HasPrefix(err.Error(), "redisalive: invalid Options."+oe.Field+" = ") {
+				t.Fatalf("NewPool(%+v): got error %q, want it to name Options.%s", o, err, oe.Field)
+			}
+			if p != nil {
+				t.Fatalf("NewPool(%+v): got a pool with error %q, want nil", o, err)
+			}
+			return
+		}
+		if err := p.Close(); err != nil {
+			t.Fatalf("NewPool(%+v).Close(): got %v, want nil", o, err)
+		}
+	})
+}

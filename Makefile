@@ -1,14 +1,17 @@
 # redisalive: `make test` installs redis-server and redis-cli (which forms
 # test clusters) and iptables (for the fault-injection suite) with apt-get
 # when they are missing and you are root, then runs every test with the race
-# detector.
+# detector and each fuzz target briefly (make fuzz).
 
 GO ?= go
 PKGS := ./...
+# staticcheck is run at a pinned version through go run, so a fresh machine
+# needs nothing but Go; the module proxy and checksum database vouch for it.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test race bench lint deps build-examples
+.PHONY: test race fuzz bench lint deps build-examples
 
-test: deps lint build-examples race
+test: deps lint build-examples race fuzz
 
 # Install what the real-server and kernel-fault tests need. Without root the
 # tests that need them skip with a message saying how to run them.
@@ -31,12 +34,24 @@ deps:
 race:
 	$(GO) test -race -count=1 -v -timeout 15m $(PKGS)
 
+# Each fuzz target runs alone, since -fuzz takes one, for FUZZTIME. Short
+# minimization keeps that time for exploring. A crasher is saved under
+# testdata/fuzz/<target>/; commit it with the fix as a regression seed.
+FUZZ_TARGETS := FuzzParseURL FuzzNewPool
+FUZZTIME ?= 10s
+fuzz:
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzzing $$target for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s . || exit 1; \
+	done
+
 bench:
 	cd bench && ./run.sh
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 
 build-examples:
 	$(GO) build -o /dev/null ./examples/...

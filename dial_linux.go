@@ -7,6 +7,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// userTimeoutApplies says TCP_USER_TIMEOUT takes effect: it bounds written
+// data left unacknowledged and ends keepalive probing.
+const userTimeoutApplies = true
+
 // setUserTimeout sets TCP_USER_TIMEOUT, in milliseconds, on tc.
 func setUserTimeout(tc *net.TCPConn, d time.Duration) error {
 	raw, err := tc.SyscallConn()

@@ -33,6 +33,11 @@ var (
 	// call given a nil context.
 	errNilContext = errors.New("redisalive: nil context.Context; pass context.Background() or a context with a deadline")
 
+	// ErrInvalidURL is matched by every error of ParseURL. An error for a
+	// value that NewPool would reject, such as read_timeout=1ns, also
+	// matches ErrInvalidOptions and holds the *OptionError.
+	ErrInvalidURL = errors.New("redisalive: invalid Redis URL")
+
 	// errConnReturned is what a connection handle answers after its Close:
 	// the socket behind it already belongs to someone else.
 	errConnReturned = errors.New("redisalive: use of a connection after Close")
@@ -90,3 +95,25 @@ func (e *OptionError) Error() string {
 
 // Unwrap lets errors.Is(err, ErrInvalidOptions) match.
 func (e *OptionError) Unwrap() error { return ErrInvalidOptions }
+
+// urlError reports a URL that ParseURL rejected. Its message shows the URL
+// with the password hidden, then what is wrong in the URL's own terms.
+type urlError struct {
+	url    string // redacted
+	reason string
+	option error // the *OptionError behind reason, if any
+}
+
+// Error shows the redacted URL and what is wrong with it.
+func (e *urlError) Error() string {
+	return fmt.Sprintf("redisalive: parse URL %q: %s", e.url, e.reason)
+}
+
+// Unwrap lets errors.Is match ErrInvalidURL and, for a value NewPool would
+// reject, ErrInvalidOptions.
+func (e *urlError) Unwrap() []error {
+	if e.option != nil {
+		return []error{ErrInvalidURL, e.option}
+	}
+	return []error{ErrInvalidURL}
+}

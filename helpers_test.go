@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -136,4 +138,42 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// formatURL writes o as a Redis URL, the inverse of ParseURL for the
+// Options ParseURL returns: a database goes in the path, every other
+// non-zero setting in the query.
+func formatURL(o redisalive.Options) string {
+	u := &url.URL{Scheme: "redis", Host: o.Addr}
+	if o.TLSConfig != nil {
+		u.Scheme = "rediss"
+	}
+	q := url.Values{}
+	if o.Network == "unix" {
+		u.Scheme, u.Host, u.Path = "unix", "", o.Addr
+		if o.DB != 0 {
+			q.Set("db", strconv.Itoa(o.DB))
+		}
+	} else if o.DB != 0 {
+		u.Path = "/" + strconv.Itoa(o.DB)
+	}
+	if o.Username != "" || o.Password != "" {
+		u.User = url.UserPassword(o.Username, o.Password)
+	}
+	for key, d := range map[string]time.Duration{
+		"dial_timeout": o.DialTimeout, "read_timeout": o.ReadTimeout, "write_timeout": o.WriteTimeout,
+		"pool_timeout": o.PoolTimeout, "idle_timeout": o.IdleTimeout, "max_conn_lifetime": o.MaxConnLifetime,
+		"health_check_interval": o.HealthCheckInterval, "block_slice": o.BlockSlice, "tcp_user_timeout": o.TCPUserTimeout,
+	} {
+		if d != 0 {
+			q.Set(key, d.String())
+		}
+	}
+	for key, n := range map[string]int{"max_active": o.MaxActive, "max_idle": o.MaxIdle} {
+		if n != 0 {
+			q.Set(key, strconv.Itoa(n))
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net"
 	"net/url"
+	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +34,40 @@ const (
 	DefaultKeepAliveCount      = 3
 )
 
+// Bounds on Options values. Outside them a value cannot work, however the
+// network behaves.
+const (
+	// minIOTimeout is the least DialTimeout, ReadTimeout and WriteTimeout:
+	// a garbage-collection pause or a busy scheduler alone can take a few
+	// milliseconds, so a shorter timeout fails healthy commands and makes
+	// every health check close healthy connections.
+	minIOTimeout = 10 * time.Millisecond
+	// maxAddedTimeout bounds the timeouts the pool adds to others
+	// (ReadTimeout + 1 s for PoolTimeout, ReadTimeout + WriteTimeout at
+	// Close, BlockSlice + 500 ms per blocking round): a time.Duration
+	// overflows past 292 years, and an overflowed timeout is negative, so
+	// every such wait would end at once.
+	maxAddedTimeout = 100 * 365 * 24 * time.Hour
+	// minBlockSlice is the least BlockSlice: each round costs the server a
+	// command, so shorter slices turn an idle consumer into a busy loop.
+	minBlockSlice = 10 * time.Millisecond
+	// minUserTimeout is the least TCPUserTimeout. Linux gives a lost
+	// segment's retransmission only this long to be acknowledged, and also
+	// drops a connection whose peer keeps its receive window closed this
+	// long, so a value below a round trip plus a brief server stall turns
+	// any lost packet or busy moment into a dropped healthy connection.
+	minUserTimeout = 100 * time.Millisecond
+	// maxUserTimeout is the largest TCPUserTimeout: the kernel takes it in
+	// milliseconds as a 32-bit int, and a larger value would wrap around.
+	maxUserTimeout = math.MaxInt32 * time.Millisecond
+	// maxKeepAliveTime and maxKeepAliveCount bound KeepAlive.Idle,
+	// KeepAlive.Interval and KeepAlive.Count: Linux refuses larger values
+	// (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT), which would
+	// fail every dial.
+	maxKeepAliveTime  = 32767 * time.Second
+	maxKeepAliveCount = 127
+)
+
 // Options configures a Pool. The zero value of every field selects a safe,
 // bounded default; only Addr is required. NewPool copies the options, so
 // changing them afterwards does not affect a live pool.
@@ -37,8 +75,8 @@ type Options struct {
 	// Network is "tcp" or "unix". Zero: "unix" when Addr starts with "/",
 	// else "tcp".
 	Network string
-	// Addr is the server's host:port, or the socket path for "unix".
-	// Required.
+	// Addr is the server's host:port, or the socket path for "unix". A
+	// numeric port must be from 1 to 65535. Required.
 	Addr string
 	// Username and Password authenticate each new connection with AUTH.
 	// Zero: no AUTH. A Username without a Password is invalid.
@@ -50,11 +88,14 @@ type Options struct {
 	TLSConfig *tls.Config
 
 	// DialTimeout bounds connecting, TLS and the AUTH/SELECT handshake of a
-	// new connection. Zero: DefaultDialTimeout.
+	// new connection. At least 10 ms. Zero: DefaultDialTimeout.
 	DialTimeout time.Duration
-	// ReadTimeout bounds the wait for each reply. Zero: DefaultReadTimeout.
+	// ReadTimeout bounds the wait for each reply, and for the health
+	// check's PING. At least 10 ms, at most 100 years. Zero:
+	// DefaultReadTimeout.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing each command. Zero: DefaultWriteTimeout.
+	// WriteTimeout bounds writing each command. At least 10 ms, at most 100
+	// years. Zero: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// PoolTimeout is the longest a checkout waits for a free connection
 	// when its context has no deadline. Zero: ReadTimeout + 1 s.
@@ -74,7 +115,8 @@ type Options struct {
 
 	// KeepAlive sets TCP keepalive on every socket. Zero: enabled with
 	// DefaultKeepAliveIdle, DefaultKeepAliveInterval and
-	// DefaultKeepAliveCount.
+	// DefaultKeepAliveCount. NewPool warns when keepalive is off, or when
+	// the kernel would take over a minute to notice a silent peer.
 	KeepAlive KeepAlive
 	// TCPUserTimeout (Linux only; ignored elsewhere) bounds how long written
 	// data may stay unacknowledged before the kernel drops the connection;
@@ -82,20 +124,26 @@ type Options struct {
 	// the first retransmission, so a write fails about one retransmission
 	// timeout later than this (0.45 s on loopback). When set, Linux also
 	// ends keepalive probing after this long instead of after KeepAlive.Count
-	// probes. Zero: KeepAlive.Idle + KeepAlive.Interval * KeepAlive.Count
-	// (20 s with the defaults), so both paths give the same bound.
+	// probes. At least 100 ms (a lost packet or a brief server stall must
+	// not drop a healthy connection) and at most math.MaxInt32 ms (about
+	// 24.8 days, the kernel's limit). Zero: KeepAlive.Idle +
+	// KeepAlive.Interval * KeepAlive.Count (20 s with the defaults), so both
+	// paths give the same bound, capped at the kernel's limit. NewPool
+	// warns above a minute.
 	TCPUserTimeout time.Duration
 
 	// HealthCheckInterval is how often an idle connection is checked: a
 	// PING is sent to each connection idle at least this long, and a
-	// checkout PINGs a connection idle longer than this. Zero:
-	// DefaultHealthCheckInterval.
+	// checkout PINGs a connection idle longer than this. NewPool warns when
+	// HealthCheckInterval + ReadTimeout, the time a dead idle connection
+	// can stay open, exceeds a minute. Zero: DefaultHealthCheckInterval.
 	HealthCheckInterval time.Duration
 	// BlockSlice is the server-side timeout of each round of a blocking
 	// read (BRPop, BLPop, BLMove); the client reads each round with a
 	// deadline of BlockSlice plus 500 ms, so a read on a dead link returns
-	// within that. Values below one second need Redis 6 or later. Zero:
-	// DefaultBlockSlice.
+	// within that. At least 10 ms, at most 100 years; values below one
+	// second need Redis 6 or later; NewPool warns above 59.5 s, where that
+	// bound passes a minute. Zero: DefaultBlockSlice.
 	BlockSlice time.Duration
 
 	// PubSubPingInterval is how long a subscription (Pool.Subscribe, or a
@@ -111,24 +159,30 @@ type Options struct {
 	// in Stats.Leaks. Zero: off.
 	LeakDetectionThreshold time.Duration
 
-	// Logger receives the pool's warnings. Zero: discarded.
+	// Logger receives the pool's warnings, among them, at NewPool, one for
+	// each setting that lets a dead connection go unnoticed for over a
+	// minute, saying how long. Zero: discarded.
 	Logger *slog.Logger
 }
 
 // KeepAlive configures TCP keepalive probing. The kernel's own defaults
 // (7200 s idle, 9 probes 75 s apart) take over two hours to notice a dead
-// peer, so every field is always set explicitly on each socket.
+// peer, so every field is always set explicitly on each socket. The kernel
+// counts Idle and Interval in whole seconds, so they are rounded up.
 type KeepAlive struct {
-	// Disable turns keepalive off for the pool's sockets.
+	// Disable turns keepalive off for the pool's sockets; Idle, Interval
+	// and Count must then be zero. Zero: keepalive on.
 	Disable bool
-	// Idle is the quiet time before the first probe. Zero:
-	// DefaultKeepAliveIdle.
+	// Idle is the quiet time before the first probe. At most 32767 s, the
+	// kernel's limit. Zero: DefaultKeepAliveIdle.
 	Idle time.Duration
-	// Interval is the time between unanswered probes. Zero:
-	// DefaultKeepAliveInterval.
+	// Interval is the time between unanswered probes. At most 32767 s, the
+	// kernel's limit. Zero: DefaultKeepAliveInterval.
 	Interval time.Duration
-	// Count is how many unanswered probes end the connection. Zero:
-	// DefaultKeepAliveCount.
+	// Count is how many unanswered probes end the connection. Linux, where
+	// TCPUserTimeout is always set, ends probing when that expires instead,
+	// so there Count counts through TCPUserTimeout's default. At most 127,
+	// the kernel's limit. Zero: DefaultKeepAliveCount.
 	Count int
 }
 
@@ -173,8 +227,13 @@ func newConfig(o Options) (config, error) {
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
-		if _, _, err := net.SplitHostPort(o.Addr); err != nil {
+		_, port, err := net.SplitHostPort(o.Addr)
+		if err != nil || port == "" {
 			return bad("Addr", strconv.Quote(o.Addr), "want host:port for network "+network)
+		}
+		// A service name such as "redis" is left to the resolver.
+		if n, err := strconv.Atoi(port); err == nil && (n < 1 || n > 65535) {
+			return bad("Addr", strconv.Quote(o.Addr), fmt.Sprintf("port %s is not from 1 to 65535", port))
 		}
 	case "unix":
 		if o.TLSConfig != nil {
@@ -190,27 +249,42 @@ func newConfig(o Options) (config, error) {
 		return bad("DB", o.DB, "must not be negative")
 	}
 	durations := []struct {
-		name string
-		d    time.Duration
+		name     string
+		d        time.Duration
+		min, max time.Duration // bounds of a non-zero value; zero: none
 	}{
-		{"DialTimeout", o.DialTimeout}, {"ReadTimeout", o.ReadTimeout},
-		{"WriteTimeout", o.WriteTimeout}, {"PoolTimeout", o.PoolTimeout},
-		{"IdleTimeout", o.IdleTimeout}, {"MaxConnLifetime", o.MaxConnLifetime},
-		{"KeepAlive.Idle", o.KeepAlive.Idle}, {"KeepAlive.Interval", o.KeepAlive.Interval},
-		{"TCPUserTimeout", o.TCPUserTimeout}, {"HealthCheckInterval", o.HealthCheckInterval},
-		{"BlockSlice", o.BlockSlice}, {"LeakDetectionThreshold", o.LeakDetectionThreshold},
-		{"PubSubPingInterval", o.PubSubPingInterval},
+		{"DialTimeout", o.DialTimeout, minIOTimeout, 0},
+		{"ReadTimeout", o.ReadTimeout, minIOTimeout, maxAddedTimeout},
+		{"WriteTimeout", o.WriteTimeout, minIOTimeout, maxAddedTimeout},
+		{"PoolTimeout", o.PoolTimeout, 0, 0},
+		{"IdleTimeout", o.IdleTimeout, 0, 0},
+		{"MaxConnLifetime", o.MaxConnLifetime, 0, 0},
+		{"KeepAlive.Idle", o.KeepAlive.Idle, 0, maxKeepAliveTime},
+		{"KeepAlive.Interval", o.KeepAlive.Interval, 0, maxKeepAliveTime},
+		{"TCPUserTimeout", o.TCPUserTimeout, minUserTimeout, maxUserTimeout},
+		{"HealthCheckInterval", o.HealthCheckInterval, 0, 0},
+		{"BlockSlice", o.BlockSlice, minBlockSlice, maxAddedTimeout},
+		{"LeakDetectionThreshold", o.LeakDetectionThreshold, 0, 0},
+		{"PubSubPingInterval", o.PubSubPingInterval, minIOTimeout, maxAddedTimeout},
 	}
 	for _, f := range durations {
-		if f.d < 0 {
+		switch {
+		case f.d < 0:
 			return bad(f.name, f.d, "must not be negative (zero selects the default)")
+		case f.d > 0 && f.d < f.min:
+			return bad(f.name, f.d, fmt.Sprintf("must be at least %v", f.min))
+		case f.max > 0 && f.d > f.max:
+			return bad(f.name, f.d, fmt.Sprintf("must be at most %v", f.max))
 		}
 	}
 	if o.KeepAlive.Count < 0 {
 		return bad("KeepAlive.Count", o.KeepAlive.Count, "must not be negative (zero selects the default)")
 	}
-	if o.BlockSlice > 0 && o.BlockSlice < 10*time.Millisecond {
-		return bad("BlockSlice", o.BlockSlice, "must be at least 10ms")
+	if o.KeepAlive.Count > maxKeepAliveCount {
+		return bad("KeepAlive.Count", o.KeepAlive.Count, fmt.Sprintf("must be at most %d", maxKeepAliveCount))
+	}
+	if ka := o.KeepAlive; ka.Disable && (ka.Idle != 0 || ka.Interval != 0 || ka.Count != 0) {
+		return bad("KeepAlive", fmt.Sprintf("%+v", ka), "Disable contradicts the Idle, Interval or Count also set")
 	}
 	if o.MaxActive < 0 {
 		return bad("MaxActive", o.MaxActive, "must not be negative")
@@ -245,7 +319,7 @@ func newConfig(o Options) (config, error) {
 		},
 	}
 	c.poolTimeout = cmp.Or(o.PoolTimeout, c.readTimeout+time.Second)
-	c.userTimeout = cmp.Or(o.TCPUserTimeout, c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count))
+	c.userTimeout = cmp.Or(o.TCPUserTimeout, min(c.keepAlive.Idle+c.keepAlive.Interval*time.Duration(c.keepAlive.Count), maxUserTimeout))
 	if c.maxActive == 0 {
 		c.maxActive = max(10*runtime.GOMAXPROCS(0), c.maxIdle)
 	}
@@ -258,84 +332,251 @@ func newConfig(o Options) (config, error) {
 	return c, nil
 }
 
+// warnAfter is how far a detection bound may stretch before NewPool warns:
+// twice the 30 s this library aims for, so that only settings well off the
+// defaults draw a warning.
+const warnAfter = time.Minute
+
+// warnings says, for each setting that lets a dead connection go unnoticed
+// longer than warnAfter, what the bound becomes. Such settings are valid,
+// just far from what the pool promises, so NewPool logs them rather than
+// rejecting them.
+func (c *config) warnings() []string {
+	var w []string
+	if bound := c.blockSlice + blockGrace; bound > warnAfter {
+		w = append(w, fmt.Sprintf("BlockSlice %v: a blocking read on a dead link is noticed only after %v", c.blockSlice, bound))
+	}
+	health := c.healthInterval + c.readTimeout
+	if health < c.healthInterval { // overflowed: a HealthCheckInterval meant as "never"
+		health = math.MaxInt64
+	}
+	if health > warnAfter {
+		w = append(w, fmt.Sprintf("HealthCheckInterval %v, ReadTimeout %v: an idle connection that died or that the server closed is found and closed only after %v",
+			c.healthInterval, c.readTimeout, health))
+	}
+	userTimeout := c.userTimeout
+	if !userTimeoutApplies {
+		userTimeout = 0
+	}
+	ka := c.keepAlive
+	if ka.Disable {
+		w = append(w, fmt.Sprintf("KeepAlive.Disable: a silent peer of an idle connection is never noticed by the kernel; the health check finds it in the pool after %v, never while a caller holds it", health))
+	} else if bound := keepAliveBound(ka, userTimeout); bound > warnAfter {
+		settings := fmt.Sprintf("KeepAlive {Idle:%v Interval:%v Count:%d}", ka.Idle, ka.Interval, ka.Count)
+		if userTimeout > 0 {
+			settings += fmt.Sprintf(", TCPUserTimeout %v", userTimeout)
+		}
+		w = append(w, settings+": the kernel notices a silent peer of an idle connection only after "+bound.String())
+	}
+	if userTimeout > warnAfter {
+		w = append(w, fmt.Sprintf("TCPUserTimeout %v: data written to a dead link fails only after %v plus one retransmission timeout", userTimeout, userTimeout))
+	}
+	return w
+}
+
+// keepAliveBound is how long after the last traffic the kernel declares a
+// silent peer dead. Probes go out at Idle, then every Interval. Without
+// TCP_USER_TIMEOUT the connection ends when Count of them are unanswered;
+// with it, Linux ignores Count and ends it at the first probe timer at
+// least userTimeout after the last traffic, but never before the second.
+func keepAliveBound(ka KeepAlive, userTimeout time.Duration) time.Duration {
+	if userTimeout == 0 {
+		return ka.Idle + ka.Interval*time.Duration(ka.Count)
+	}
+	probes := max(1, (userTimeout-ka.Idle+ka.Interval-1)/ka.Interval)
+	return ka.Idle + ka.Interval*probes
+}
+
+// logWarnings logs each of c's warnings once, at NewPool.
+func (c *config) logWarnings() {
+	for _, w := range c.warnings() {
+		c.logger.Warn("redisalive: "+w, "addr", c.addr)
+	}
+}
+
 // ParseURL parses a Redis URL into Options:
 //
 //	redis://[[username]:password@]host[:port][/db][?option=value&...]
 //	rediss://...   (the same, over TLS)
-//	unix://[[username]:password@]/path/to/socket[?db=N&...]
+//	unix://[[username]:password@]/path/to/socket[?option=value&...]
 //
-// The port defaults to 6379. Query options, all optional: db,
+// The port defaults to 6379 and must be from 1 to 65535; db is a database
+// number. User info needs its colon even without a user name
+// (redis://:secret@host): redis://word@host is rejected, because clients
+// disagree on whether word is a user name (go-redis, redis-py) or a
+// password (redis-cli). A '/', '?', '#', '@' or '%' in a user name or
+// password must be %-escaped. A unix URL has no host: its socket path
+// starts at the third slash.
+//
+// Query options, each at most once: db (not with a database in the path),
 // dial_timeout, read_timeout, write_timeout, pool_timeout, idle_timeout,
-// max_conn_lifetime, health_check_interval, block_slice,
-// tcp_user_timeout (durations as for time.ParseDuration), max_active,
-// max_idle (integers). An unknown option is an error, so a typo does not
-// silently leave a default in place.
+// max_conn_lifetime, health_check_interval, block_slice, tcp_user_timeout
+// (durations as for time.ParseDuration), max_active, max_idle (whole
+// numbers). An unknown option is an error, so a typo does not silently
+// leave a default in place.
+//
+// ParseURL checks the values as NewPool does, so NewPool accepts the
+// Options it returns. Every error matches ErrInvalidURL and shows the URL
+// with its password replaced by "xxxxx"; one for a value NewPool would
+// reject also matches ErrInvalidOptions and holds the *OptionError.
 func ParseURL(rawURL string) (Options, error) {
+	redacted := redactURL(rawURL)
+	fail := func(option error, format string, args ...any) (Options, error) {
+		return Options{}, &urlError{url: redacted, reason: fmt.Sprintf(format, args...), option: option}
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return Options{}, fmt.Errorf("redisalive: parse URL: %w", err)
+		// url.Parse quotes what it failed on, which can be the password;
+		// the redacted URL shows the same fault unless the fault is in the
+		// user info itself.
+		if _, err = url.Parse(redacted); err == nil {
+			return fail(nil, `malformed user info: %%-escape any '/', '?', '#', '@' or '%%' in the user name or password`)
+		}
+		return fail(nil, "%s", errors.Unwrap(err))
+	}
+	// Past this check the last '@' ends the user info, so the redacted URL
+	// hides exactly that, and the reasons below may quote any other part.
+	if strings.Contains(u.Opaque+u.EscapedPath()+u.RawQuery+u.EscapedFragment(), "@") {
+		return fail(nil, `'@' outside the user info: %%-escape any '/', '?' or '#' in the password, and write an '@' elsewhere as %%40`)
+	}
+	if u.Fragment != "" {
+		return fail(nil, "a fragment (#...) has no meaning in a Redis URL")
 	}
 	var o Options
+	// from names the part of the URL that set each Options field, for a
+	// value NewPool rejects; a field without one has a self-explaining
+	// reason.
+	from := map[string]string{}
 	if u.User != nil {
-		o.Username = u.User.Username()
-		o.Password, _ = u.User.Password()
-		// redis://:secret@host is the classic password-only form.
-		if _, hasPassword := u.User.Password(); !hasPassword {
-			o.Username, o.Password = "", o.Username
+		password, ok := u.User.Password()
+		if !ok {
+			return fail(nil, "user info without a colon could be a user name or a password: write :password@ for a password alone, user:password@ for both")
 		}
+		o.Username, o.Password = u.User.Username(), password
+		from["Password"] = "user info"
 	}
 	switch u.Scheme {
 	case "redis", "rediss":
-		host, port := u.Hostname(), u.Port()
-		if host == "" {
-			return Options{}, fmt.Errorf("redisalive: parse URL %q: missing host", u.Redacted())
-		}
-		if port == "" {
-			port = "6379"
+		host, port := u.Hostname(), cmp.Or(u.Port(), "6379")
+		switch {
+		case host == "":
+			return fail(nil, "missing host, as in redis://localhost:6379")
+		case strings.Contains(host, ":") && !strings.HasPrefix(u.Host, "["):
+			return fail(nil, "host and port %q are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379", u.Host)
 		}
 		o.Network, o.Addr = "tcp", net.JoinHostPort(host, port)
 		if u.Scheme == "rediss" {
 			o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 		}
-		if p := strings.Trim(u.Path, "/"); p != "" {
-			if o.DB, err = strconv.Atoi(p); err != nil || o.DB < 0 {
-				return Options{}, fmt.Errorf("redisalive: parse URL %q: database %q is not a non-negative number", u.Redacted(), p)
+		if p := strings.TrimPrefix(u.Path, "/"); p != "" {
+			// Digits only, in the range of an int: no sign, no slash.
+			n, err := strconv.ParseUint(p, 10, strconv.IntSize-1)
+			if err != nil {
+				return fail(nil, "path %q is not a database number such as /0 or /2", u.Path)
 			}
+			o.DB = int(n)
+			from["DB"] = fmt.Sprintf("path %q", u.Path)
 		}
 	case "unix":
-		if u.Path == "" {
-			return Options{}, fmt.Errorf("redisalive: parse URL %q: missing socket path", u.Redacted())
+		switch {
+		case u.Host != "":
+			return fail(nil, "host %q in a unix URL: the socket path starts at the third slash, as in unix:///run/redis.sock", u.Host)
+		case u.Path == "":
+			return fail(nil, "missing socket path, as in unix:///run/redis.sock")
+		case strings.HasSuffix(u.Path, "/"):
+			return fail(nil, "socket path %q names a directory", u.Path)
 		}
 		o.Network, o.Addr = "unix", u.Path
 	default:
-		return Options{}, fmt.Errorf("redisalive: parse URL %q: scheme %q, want redis, rediss or unix", u.Redacted(), u.Scheme)
+		return fail(nil, "scheme %q, want redis, rediss or unix", u.Scheme)
 	}
-	for key, vals := range u.Query() {
-		if err := setURLOption(&o, key, vals[len(vals)-1]); err != nil {
-			return Options{}, fmt.Errorf("redisalive: parse URL %q: option %s: %w", u.Redacted(), key, err)
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return fail(nil, "malformed query: %v", err)
+	}
+	for _, key := range slices.Sorted(maps.Keys(query)) {
+		vals, field := query[key], urlOptions[key]
+		switch {
+		case field == "":
+			return fail(nil, "unknown option %q (known: %s)", key, strings.Join(slices.Sorted(maps.Keys(urlOptions)), ", "))
+		case len(vals) > 1:
+			return fail(nil, "option %s given %d times", key, len(vals))
+		case from[field] != "":
+			return fail(nil, "%s is given twice: %s and option %s=%q", field, from[field], key, vals[0])
 		}
+		from[field] = fmt.Sprintf("option %s=%q", key, vals[0])
+		if reason := setOption(&o, field, vals[0]); reason != "" {
+			return fail(nil, "%s %s", from[field], reason)
+		}
+	}
+	if _, err := newConfig(o); err != nil {
+		reason := err.Error()
+		if oe := (*OptionError)(nil); errors.As(err, &oe) {
+			reason = oe.Reason
+			if part := from[oe.Field]; part != "" {
+				reason = part + ": " + reason
+			}
+		}
+		return fail(err, "%s", reason)
 	}
 	return o, nil
 }
 
-func setURLOption(o *Options, key, val string) error {
-	durations := map[string]*time.Duration{
-		"dial_timeout": &o.DialTimeout, "read_timeout": &o.ReadTimeout,
-		"write_timeout": &o.WriteTimeout, "pool_timeout": &o.PoolTimeout,
-		"idle_timeout": &o.IdleTimeout, "max_conn_lifetime": &o.MaxConnLifetime,
-		"health_check_interval": &o.HealthCheckInterval, "block_slice": &o.BlockSlice,
-		"tcp_user_timeout": &o.TCPUserTimeout,
-	}
-	ints := map[string]*int{"db": &o.DB, "max_active": &o.MaxActive, "max_idle": &o.MaxIdle}
-	if p, ok := durations[key]; ok {
+// urlOptions maps each query option of a Redis URL to the Options field it
+// sets; the field's type says how its value is parsed.
+var urlOptions = map[string]string{
+	"db":                    "DB",
+	"dial_timeout":          "DialTimeout",
+	"read_timeout":          "ReadTimeout",
+	"write_timeout":         "WriteTimeout",
+	"pool_timeout":          "PoolTimeout",
+	"idle_timeout":          "IdleTimeout",
+	"max_conn_lifetime":     "MaxConnLifetime",
+	"health_check_interval": "HealthCheckInterval",
+	"block_slice":           "BlockSlice",
+	"tcp_user_timeout":      "TCPUserTimeout",
+	"max_active":            "MaxActive",
+	"max_idle":              "MaxIdle",
+}
+
+// setOption parses val into the named field of o and says what is wrong
+// with it, if anything; NewPool's checks come later.
+func setOption(o *Options, field, val string) (reason string) {
+	switch p := reflect.ValueOf(o).Elem().FieldByName(field).Addr().Interface().(type) {
+	case *time.Duration:
 		d, err := time.ParseDuration(val)
+		if err != nil {
+			return "is not a duration such as 250ms or 3s"
+		}
 		*p = d
-		return err
-	}
-	if p, ok := ints[key]; ok {
+	case *int:
 		n, err := strconv.Atoi(val)
+		if err != nil {
+			return "is not a whole number"
+		}
 		*p = n
-		return err
 	}
-	return errors.New("unknown option")
+	return ""
+}
+
+// redactURL hides the password in a Redis URL for error messages, keeping
+// a user name. It works on the string, because a URL that fails to parse
+// can still hold a password, and it hides everything up to the last '@',
+// because a '/', '?' or '#' left unescaped in a password ends the user
+// info early for url.Parse. User info without a colon is hidden whole:
+// redis-cli reads it as a password.
+func redactURL(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	user, _, hasColon := strings.Cut(raw[start:at], ":")
+	if hasColon && !strings.ContainsAny(user, "/?#") {
+		return raw[:start] + user + ":xxxxx" + raw[at:]
+	}
+	return raw[:start] + "xxxxx" + raw[at:]
 }

@@ -55,6 +55,7 @@ func NewPool(opts Options) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.logWarnings()
 	p := &Pool{
 		cfg:       cfg,
 		all:       make(map[*conn]struct{}),

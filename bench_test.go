@@ -1,123 +1,15 @@
 package redisalive
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"net"
-	"strconv"
-	"sync"
 	"testing"
 )
 
-// okServer is an in-process RESP server that answers every command with
-// +OK. It lets the pool's real checkout, command and return path run in a
-// benchmark without a Redis server, so regressions show in a plain
-// go test -bench.
-type okServer struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-}
-
-// startOKServer listens on a free loopback port and stops the server,
-// with every goroutine it started, when b ends.
-func startOKServer(b *testing.B) *okServer {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := &okServer{ln: ln, conns: make(map[net.Conn]struct{})}
-	s.wg.Go(s.accept)
-	b.Cleanup(s.stop)
-	return s
-}
-
-func (s *okServer) addr() string { return s.ln.Addr().String() }
-
-func (s *okServer) accept() {
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			return // the listener was closed by stop
-		}
-		s.mu.Lock()
-		s.conns[nc] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Go(func() { s.serve(nc) })
-	}
-}
-
-// serve answers each command on nc with +OK, flushing only when no further
-// pipelined command is already buffered.
-func (s *okServer) serve(nc net.Conn) {
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, nc)
-		s.mu.Unlock()
-		nc.Close()
-	}()
-	r, w := bufio.NewReader(nc), bufio.NewWriter(nc)
-	for {
-		if err := skipCommand(r); err != nil {
-			return
-		}
-		w.WriteString("+OK\r\n")
-		if r.Buffered() == 0 && w.Flush() != nil {
-			return
-		}
-	}
-}
-
-// skipCommand reads one RESP command, an array of bulk strings, and
-// discards it.
-func skipCommand(r *bufio.Reader) error {
-	n, err := readHeader(r, '*')
-	if err != nil {
-		return err
-	}
-	for range n {
-		size, err := readHeader(r, '$')
-		if err != nil {
-			return err
-		}
-		if _, err := r.Discard(size + 2); err != nil { // payload and CRLF
-			return err
-		}
-	}
-	return nil
-}
-
-func readHeader(r *bufio.Reader, kind byte) (int, error) {
-	line, err := r.ReadSlice('\n')
-	if err != nil {
-		return 0, err
-	}
-	if len(line) < 4 || line[0] != kind || line[len(line)-2] != '\r' {
-		return 0, errors.New("okServer: malformed command")
-	}
-	return strconv.Atoi(string(line[1 : len(line)-2]))
-}
-
-// stop closes the listener and every server-side connection and waits for
-// their goroutines, so goleak sees none of them.
-func (s *okServer) stop() {
-	s.ln.Close()
-	s.mu.Lock()
-	for nc := range s.conns {
-		nc.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-// newBenchPool returns a default-configured pool on a fresh okServer,
-// closed before the server stops.
+// newBenchPool returns a default-configured pool on a fresh fakeServer
+// that answers +OK, closed before the server stops.
 func newBenchPool(b *testing.B) *Pool {
 	b.Helper()
-	s := startOKServer(b)
+	s := newFakeServer(b, nil)
 	p, err := NewPool(Options{Addr: s.addr()})
 	if err != nil {
 		b.Fatal(err)

@@ -151,7 +151,7 @@ type conn struct {
 	// holder's sends and the PINGs of a quiet read.
 	wmu sync.Mutex
 
-	tls   *tls.Conn // the TLS layer over the socket; nil for plain TCP and unix
+	tls *tls.Conn // the TLS layer over the socket; nil for plain TCP and unix
 
 	createdAt  time.Time
 	returnedAt time.Time // last return to the pool by a caller

@@ -28,7 +28,7 @@ import (
 // real redis-server, real TCP over loopback and real kernel faults
 // (iptables drops and resets, `ss -K`), in a private network namespace.
 // Each subtest injects one failure and asserts the bound the library
-// promises for it. Bounds the issue gives as "+20%" are asserted as
+// promises for it. Bounds stated with a 20% margin are asserted as
 // bound*1.2 + faultSlack; lower bounds prove that the mechanism under test,
 // not some other one, ended the wait.
 //
@@ -76,7 +76,7 @@ func overTCPAndTLS(test func(t *testing.T, start func(testing.TB, ...string) *re
 	}
 }
 
-// faultPlus20 is the assertion limit for a bound the issue states with +20%.
+// faultPlus20 is the assertion limit for a bound stated with a 20% margin.
 func faultPlus20(bound time.Duration) time.Duration { return bound + bound/5 + faultSlack }
 
 // faultAssertElapsed checks lo <= got <= hi and logs got, so every run's -v
@@ -968,39 +968,47 @@ func (pub *faultPublisher) publishedAt(msg string) time.Time {
 	return pub.sent[msg]
 }
 
+// faultRecovery is what a subscription received after a fault healed.
+type faultRecovery struct {
+	before []redisalive.Message // messages published before the heal, received after it
+	gap    error                // the gap Receive reported, if any
+	took   time.Duration        // from the heal to the first message published after it
+}
+
 // faultSubscriptionFault subscribes with default options, publishes every
 // 200 ms from outside the fault, injects fault (which returns its heal
-// func), holds it for hold, heals, and returns what Receive returned after
-// healing up to the first message published after the heal, and when that
-// message arrived.
-func faultSubscriptionFault(t *testing.T, hold time.Duration, fault func(srv *redistest.Server) func()) (before []redisalive.Message, gap error, healed, back time.Time, pub *faultPublisher) {
+// func), holds it for hold, heals, and reports what Receive returned after
+// healing, up to the first message published after the heal.
+func faultSubscriptionFault(t *testing.T, hold time.Duration, fault func(srv *redistest.Server) func()) faultRecovery {
 	srv, admin := faultStartWithSocket(t)
 	p := newServerPool(t, srv, redisalive.Options{})
 	s, err := p.Subscribe(context.Background(), "ch")
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
-	pub = faultStartPublisher(t, admin, "ch")
+	pub := faultStartPublisher(t, admin, "ch")
 	_, err = receiveWithin(s, 2*time.Second)
 	require.NoError(t, err, "first message")
 
 	heal := fault(srv)
 	time.Sleep(hold) // holds the fault; not synchronisation
 	heal()
-	healed = time.Now()
+	healed := time.Now()
+	var r faultRecovery
 	for deadline := healed.Add(10 * time.Second); time.Now().Before(deadline); {
 		m, err := receiveWithin(s, time.Until(deadline))
 		if errors.Is(err, redisalive.ErrMessagesLost) {
-			gap = err
+			r.gap = err
 			continue
 		}
 		require.NoError(t, err, "Receive after healing")
 		if pub.publishedAt(string(m.Data)).After(healed) {
-			return before, gap, healed, time.Now(), pub
+			r.took = time.Since(healed)
+			return r
 		}
-		before = append(before, m)
+		r.before = append(r.before, m)
 	}
 	t.Fatal("no message published after healing arrived within 10s")
-	return
+	return r
 }
 
 func receiveWithin(s *redisalive.Subscription, d time.Duration) (redisalive.Message, error) {
@@ -1014,26 +1022,24 @@ func receiveWithin(s *redisalive.Subscription, d time.Duration) (redisalive.Mess
 // so nothing is lost and no gap is reported, and messages flow again as
 // soon as a retransmission gets through (target: 1 s after healing).
 func faultTestSubscriptionShortBlackhole(t *testing.T) {
-	var port int
-	before, gap, healed, back, _ := faultSubscriptionFault(t, 3*time.Second, func(srv *redistest.Server) func() {
-		port = srv.Port()
-		return faultnet.Blackhole(t, port, faultnet.Both)
+	r := faultSubscriptionFault(t, 3*time.Second, func(srv *redistest.Server) func() {
+		return faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 	})
-	assert.NoError(t, gap, "a blackhole shorter than the ping timeout loses nothing")
-	assert.GreaterOrEqual(t, len(before), 10, "messages published during the 3s blackhole, delivered by TCP after it")
-	faultAssertElapsed(t, "first message published after healing, after healing", back.Sub(healed), 0, faultPlus20(time.Second))
+	assert.NoError(t, r.gap, "a blackhole shorter than the ping timeout loses nothing")
+	assert.GreaterOrEqual(t, len(r.before), 10, "messages published during the 3s blackhole, delivered by TCP after it")
+	faultAssertElapsed(t, "first message published after healing, after healing", r.took, 0, faultPlus20(time.Second))
 }
 
 // 15. A blackhole longer than the ping timeout ends the connection; the
 // subscription reconnects once the link heals (the SYN is retransmitted
 // every second), subscribes again and reports the gap.
 func faultTestSubscriptionLongBlackhole(t *testing.T) {
-	_, gap, healed, back, _ := faultSubscriptionFault(t, 5*time.Second, func(srv *redistest.Server) func() {
+	r := faultSubscriptionFault(t, 5*time.Second, func(srv *redistest.Server) func() {
 		return faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 	})
-	require.ErrorIs(t, gap, redisalive.ErrMessagesLost, "the gap must be reported")
-	t.Logf("gap: %v", gap)
-	faultAssertElapsed(t, "first message published after healing, after healing", back.Sub(healed), 0, 2*time.Second)
+	require.ErrorIs(t, r.gap, redisalive.ErrMessagesLost, "the gap must be reported")
+	t.Logf("gap: %v", r.gap)
+	faultAssertElapsed(t, "first message published after healing, after healing", r.took, 0, 2*time.Second)
 }
 
 // 16. The server forgot the subscription's connection while the link was
@@ -1041,14 +1047,14 @@ func faultTestSubscriptionLongBlackhole(t *testing.T) {
 // quiet is retransmitted, answered with a RST, and the subscription
 // reconnects and reports the gap (target: 1.5 s after healing).
 func faultTestSubscriptionServerForgot(t *testing.T) {
-	_, gap, healed, back, _ := faultSubscriptionFault(t, 2*time.Second, func(srv *redistest.Server) func() {
+	r := faultSubscriptionFault(t, 2*time.Second, func(srv *redistest.Server) func() {
 		heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 		require.Equal(t, 1, faultnet.KillSockets(t, srv.Port()), "server sockets destroyed")
 		return heal
 	})
-	require.ErrorIs(t, gap, redisalive.ErrMessagesLost, "the gap must be reported")
-	t.Logf("gap: %v", gap)
-	faultAssertElapsed(t, "first message published after healing, after healing", back.Sub(healed), 0, faultPlus20(1500*time.Millisecond))
+	require.ErrorIs(t, r.gap, redisalive.ErrMessagesLost, "the gap must be reported")
+	t.Logf("gap: %v", r.gap)
+	faultAssertElapsed(t, "first message published after healing, after healing", r.took, 0, faultPlus20(1500*time.Millisecond))
 }
 
 // 17. A subscription that receives nothing for several ReadTimeouts stays

@@ -236,7 +236,7 @@ func FuzzParseURL(f *testing.F) {
 		"redis://[fe80::1%25eth0]:6379", "unix:///tmp/a%3Fb%20c.sock",
 		"redis://h?db=1&dial_timeout=1s&read_timeout=1s&write_timeout=1s&pool_timeout=1s&idle_timeout=1m&max_conn_lifetime=1h" +
 			"&health_check_interval=15s&block_slice=1s&tcp_user_timeout=20s&max_active=4&max_idle=2",
-		// The review's cases (issue 9).
+		// Inputs that were once accepted by mistake.
 		"redis://127.0.0.1:99999", "redis://h:0", "redis://h/2?db=3", "redis://h?read_timeout=1s&read_timeout=2s",
 		"redis://hunter2@host", "unix://host/tmp/x.sock", "unix:///", "redis://h?read_timeout=1ns",
 		"redis://h?block_slice=1h", "redis://h?tcp_user_timeout=1ms", "redis://h?max_active=2&max_idle=3",
@@ -313,7 +313,7 @@ func FuzzNewPool(f *testing.F) {
 	for _, o := range []redisalive.Options{
 		valid,
 		{Network: "unix", Addr: "/run/redis.sock", Username: "bob", Password: "secret", DB: 3},
-		// The review's cases (issue 9).
+		// Inputs that were once accepted by mistake.
 		with(func(o *redisalive.Options) { o.ReadTimeout = time.Nanosecond }),
 		with(func(o *redisalive.Options) { o.BlockSlice = time.Hour }),
 		with(func(o *redisalive.Options) { o.TCPUserTimeout = time.Millisecond }),

@@ -45,7 +45,8 @@ type Pool struct {
 // closed if the pool closes.
 type waiter struct {
 	ch     chan *conn
-	queued bool // still in Pool.waiters; guarded by Pool.mu
+	elem   *list.Element // in Pool.waiters
+	queued bool          // still in Pool.waiters; guarded by Pool.mu
 }
 
 // NewPool validates opts and returns a pool. It does not connect: the first
@@ -174,7 +175,7 @@ func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, e
 		return nil, p.wrapErr(ctx, "checkout", err)
 	}
 	now := start
-	for {
+	for waited := false; ; {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
@@ -191,8 +192,14 @@ func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, e
 			p.mu.Unlock()
 			return p.dial(ctx)
 		} else {
+			w := p.enqueueLocked()
+			p.mu.Unlock()
+			if !waited { // one checkout, one wait, however many turns it takes
+				p.counters.waits.Add(1)
+				waited = true
+			}
 			var err error
-			if c, err = p.waitLocked(ctx, start, waitDeadline); err != nil {
+			if c, err = p.await(ctx, w, start, waitDeadline); err != nil {
 				return nil, err
 			}
 			if c == nil { // handed a free slot
@@ -240,20 +247,25 @@ func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
 
 var errExpired = errors.New("redisalive: connection expired")
 
-// waitLocked queues the caller for the next free connection or slot. It is
-// called with p.mu held and returns with it released.
-func (p *Pool) waitLocked(ctx context.Context, start, deadline time.Time) (*conn, error) {
+// enqueueLocked queues a checkout for the next free connection or slot.
+func (p *Pool) enqueueLocked() *waiter {
 	w := &waiter{ch: make(chan *conn, 1), queued: true}
-	e := p.waiters.PushBack(w)
-	p.mu.Unlock()
-	p.counters.waits.Add(1)
+	w.elem = p.waiters.PushBack(w)
+	return w
+}
 
+// await waits for what is handed to w until ctx ends or deadline passes;
+// start is when the checkout began, for the error's report. Only the time
+// spent here counts as WaitDuration, so a checkout that waits twice (its
+// first connection was dead) does not count its first wait again.
+func (p *Pool) await(ctx context.Context, w *waiter, start, deadline time.Time) (*conn, error) {
+	begin := time.Now()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	var ctxErr error
 	select {
 	case c, ok := <-w.ch:
-		p.counters.waitNanos.Add(int64(time.Since(start)))
+		p.counters.waitNanos.Add(int64(time.Since(begin)))
 		if !ok {
 			return nil, ErrPoolClosed
 		}
@@ -262,22 +274,23 @@ func (p *Pool) waitLocked(ctx context.Context, start, deadline time.Time) (*conn
 		ctxErr = ctx.Err()
 	case <-timer.C:
 	}
-	waited := time.Since(start)
-	p.counters.waitNanos.Add(int64(waited))
+	p.counters.waitNanos.Add(int64(time.Since(begin)))
 
 	p.mu.Lock()
+	closed := p.closed
 	handedOver := !w.queued
 	if w.queued {
-		p.waiters.Remove(e)
+		p.waiters.Remove(w.elem)
 		w.queued = false
 	}
 	tErr := &PoolTimeoutError{
-		Addr: p.cfg.addr, Waited: waited,
+		Addr: p.cfg.addr, Waited: time.Since(start),
 		InUse: p.numOpen - len(p.idle), MaxActive: p.cfg.maxActive, Waiting: p.waiters.Len(),
 	}
 	p.mu.Unlock()
 	if handedOver {
-		// A connection or slot arrived as we gave up: pass it on.
+		// A connection or slot arrived as we gave up: pass it on. (Close
+		// closes the channel instead.)
 		if c, ok := <-w.ch; ok {
 			if c != nil {
 				p.put(c, true)
@@ -287,6 +300,10 @@ func (p *Pool) waitLocked(ctx context.Context, start, deadline time.Time) (*conn
 				p.mu.Unlock()
 			}
 		}
+	}
+	if closed {
+		// Close woke us as the timer fired: what ended the wait is Close.
+		return nil, ErrPoolClosed
 	}
 	if errors.Is(ctxErr, context.Canceled) {
 		return nil, fmt.Errorf("redisalive: waiting for a connection to %s: %w", p.cfg.addr, ctxErr)
@@ -514,6 +531,13 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	}
 	p.wg.Wait()
 
+	// Drained first: a ctx already done must not turn a clean shutdown
+	// into an error.
+	select {
+	case <-p.drained:
+		return nil
+	default:
+	}
 	select {
 	case <-p.drained:
 		return nil
@@ -525,10 +549,17 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		stragglers = append(stragglers, c)
 	}
 	p.mu.Unlock()
+	if len(stragglers) == 0 {
+		return nil // the last one came back as ctx ended
+	}
 	for _, c := range stragglers {
 		c.nc.Conn.Close() // the holder's next use fails; its return frees the slot
 	}
-	return fmt.Errorf("redisalive: closed %d connections still in use at shutdown: %w", len(stragglers), ctx.Err())
+	noun := "connections"
+	if len(stragglers) == 1 {
+		noun = "connection"
+	}
+	return fmt.Errorf("redisalive: closed %d %s still in use at shutdown: %w", len(stragglers), noun, ctx.Err())
 }
 
 // trackCheckout records who checked a connection out, for leak reports.

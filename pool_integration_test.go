@@ -128,3 +128,53 @@ func TestLeakDetectionLogsHolderStackOnce(t *testing.T) {
 	assert.Contains(t, buf.String(), "TestLeakDetectionLogsHolderStackOnce", "the log names the code that checked the connection out")
 	assert.Equal(t, int64(1), p.Stats().Leaks)
 }
+
+// TestCheckoutHandedADeadConnectionCountsOneWaitAndOnlyItsWaitingTime: a
+// waiter handed a connection the server has closed waits again; that is
+// still one wait, and only the time actually spent waiting counts.
+func TestCheckoutHandedADeadConnectionCountsOneWaitAndOnlyItsWaitingTime(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newServerPool(t, srv, redisalive.Options{MaxActive: 2, PoolTimeout: 10 * time.Second})
+	ctx := context.Background()
+	doomed, err := p.Get(ctx)
+	require.NoError(t, err)
+	id, err := redis.Int64(doomed.Do("CLIENT", "ID"))
+	require.NoError(t, err)
+	other, err := p.Get(ctx)
+	require.NoError(t, err)
+
+	waited := make(chan time.Duration, 2)
+	release := make(chan struct{}) // waiters hold what they got until the end
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	for n := 1; n <= 2; n++ {
+		wg.Go(func() {
+			start := time.Now()
+			c, err := p.Get(ctx)
+			waited <- time.Since(start)
+			if assert.NoError(t, err) {
+				<-release
+				c.Close()
+			}
+		})
+		waitFor(t, 2*time.Second, "waiters queued", func() bool { return p.Stats().Waiting == n })
+	}
+	srv.Do(t, "CLIENT", "KILL", "ID", id)
+	waitFor(t, 2*time.Second, "the killed connection in CLOSE_WAIT", func() bool {
+		return clientStates(t, srv.Port())["CLOSE_WAIT"] == 1
+	})
+	time.Sleep(200 * time.Millisecond) // lengthens the first wait; not synchronisation
+	require.NoError(t, doomed.Close()) // to the first waiter, who finds it dead
+	w2 := <-waited                     // the second waiter dials into the freed slot
+	waitFor(t, 2*time.Second, "the first waiter waiting again", func() bool { return p.Stats().Waiting == 1 })
+	time.Sleep(200 * time.Millisecond) // lengthens the second wait; not synchronisation
+	require.NoError(t, other.Close())
+	w1 := <-waited
+
+	s := p.Stats()
+	assert.Equal(t, int64(2), s.WaitCount, "WaitCount: two checkouts waited")
+	assert.Equal(t, int64(1), s.DeadClosed, "DeadClosed")
+	assert.LessOrEqual(t, s.WaitDuration, w1+w2, "WaitDuration: got %v, but the checkouts took %v and %v in all", s.WaitDuration, w1, w2)
+	assert.GreaterOrEqual(t, s.WaitDuration, w1+w2-100*time.Millisecond, "WaitDuration: got %v for checkouts of %v and %v", s.WaitDuration, w1, w2)
+}

@@ -260,7 +260,7 @@ func TestShutdownWaitsForInFlightThenForceClosesAtDeadline(t *testing.T) {
 	start := time.Now()
 	err = p.Shutdown(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Contains(t, err.Error(), "closed 1 connections still in use")
+	assert.Contains(t, err.Error(), "closed 1 connection still in use")
 	assert.Less(t, time.Since(start), 2*time.Second)
 	_, err = held.Do("PING")
 	assert.Error(t, err, "the straggler's socket was closed under it")

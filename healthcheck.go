@@ -134,9 +134,18 @@ func (p *Pool) healthPass(now time.Time) time.Time {
 		p.discard(e.c, e.reason)
 	}
 	// A peek is cheaper than a PING and tells a closed connection as
-	// surely, so connections due a PING are peeked first too.
-	p.putBack(p.peekAll(peek, now))
-	p.ping(p.peekAll(ping, now), now) // last: these are the least recently used
+	// surely, so connections due a PING are peeked first too. What was
+	// checked falls due again later: a PING, say, just after a peek.
+	peek = p.peekAll(peek, now)
+	ping = p.ping(p.peekAll(ping, now), now)
+	for _, checked := range [][]*conn{peek, ping} {
+		for _, c := range checked {
+			_, due := p.cfg.judge(c, now)
+			next = earliest(next, due)
+		}
+	}
+	p.putBack(peek)
+	p.putBack(ping) // last, to the bottom: the least recently used
 
 	for _, l := range leaks {
 		p.cfg.logger.Warn("redisalive: connection held longer than LeakDetectionThreshold",
@@ -162,11 +171,11 @@ func (p *Pool) peekAll(conns []*conn, now time.Time) []*conn {
 
 // ping checks idle connections with one PING each, sent to all of them
 // before any reply is read, so the pass takes one ReadTimeout however many
-// connections are dead, and puts the live ones back. Closing the pool
-// interrupts it.
-func (p *Pool) ping(conns []*conn, now time.Time) {
+// connections are dead; it closes the dead ones and returns the rest.
+// Closing the pool interrupts it.
+func (p *Pool) ping(conns []*conn, now time.Time) []*conn {
 	if len(conns) == 0 {
-		return
+		return nil
 	}
 	p.counters.healthChecks.Add(int64(len(conns)))
 	deadline := now.Add(p.cfg.readTimeout)
@@ -200,7 +209,7 @@ func (p *Pool) ping(conns []*conn, now time.Time) {
 			c.aborted.Store(true)
 		}
 	}
-	p.putBack(alive)
+	return alive
 }
 
 // putBack returns checked connections to the idle list. They are the least

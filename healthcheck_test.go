@@ -70,11 +70,29 @@ func TestHealthPingClosesAndCountsConnectionsMaxIdleNoLongerHasRoomFor(t *testin
 	// While the checker holds two connections, a caller returns the third
 	// and fills MaxIdle.
 	p.put(out[2], true)
-	p.ping(out[:2], time.Now())
+	p.putBack(p.ping(out[:2], time.Now()))
 
 	s := p.Stats()
 	assert.Equal(t, int64(2), s.HealthChecks)
 	assert.Equal(t, int64(2), s.MaxIdleClosed, "both checked connections found MaxIdle full")
 	assert.Equal(t, 1, s.Active)
 	assert.Equal(t, 1, s.Idle)
+}
+
+// TestHealthPassWakesWhenAConnectionItPeekedFallsDueAPing: a connection
+// peeked just before its PING falls due must get that PING on time, not a
+// whole peek interval later.
+func TestHealthPassWakesWhenAConnectionItPeekedFallsDueAPing(t *testing.T) {
+	srv := newFakeServer(t, nil)
+	p, err := NewPool(Options{Addr: srv.addr(), HealthCheckInterval: time.Second})
+	require.NoError(t, err)
+	defer p.Close()
+	c, err := p.get(context.Background(), time.Now(), time.Now().Add(time.Second))
+	require.NoError(t, err)
+	now := time.Now()
+	c.peekedAt = now.Add(-peekEvery)                // a peek is due now
+	p.put(c, true)                                  // returned now: its PING is due in a second
+	c.returnedAt = now.Add(-900 * time.Millisecond) // ... in 100 ms
+	next := p.healthPass(now)
+	assert.Equal(t, now.Add(100*time.Millisecond), next, "the next wake-up: when the PING falls due")
 }

@@ -79,12 +79,17 @@ func run(addr, queue string, jobs, concurrency int, logger *slog.Logger) error {
 		return err
 	}
 
+	signalled := ctx
 	ctx, finish := context.WithCancel(ctx)
 	defer finish()
 	w := &worker{logger: logger, seen: make(map[string]int)}
 	if demo {
 		if err := produce(ctx, q, jobs); err != nil {
 			p.Close()
+			if signalled.Err() != nil {
+				logger.Info("stopped by a signal while seeding the embedded server")
+				return nil // a signal is a normal stop
+			}
 			return err
 		}
 		w.target, w.done = jobs, finish
@@ -109,8 +114,8 @@ func run(addr, queue string, jobs, concurrency int, logger *slog.Logger) error {
 	if !errors.Is(consumeErr, context.Canceled) {
 		return consumeErr
 	}
-	if demo && handled < jobs {
-		return fmt.Errorf("interrupted after %d of %d jobs", handled, jobs)
+	if demo && handled < jobs && signalled.Err() == nil {
+		return fmt.Errorf("stopped after %d of %d jobs", handled, jobs)
 	}
 	return shutdownErr
 }

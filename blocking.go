@@ -204,7 +204,7 @@ func (b *blockingCall) redialable() bool {
 // returned), the block time is used up (the last round's reply is
 // returned), ctx ends, the pool closes, or a round fails (its error is
 // returned; the caller decides whether to retry elsewhere).
-func (p *Pool) rounds(ctx context.Context, c *conn, b *blockingCall, first *bool) (any, error) {
+func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall, first *bool) (any, error) {
 	var last any
 	for {
 		if err := ctxErr(ctx); err != nil {

@@ -76,6 +76,13 @@
 // only after the handler succeeded, retries failed items up to a limit and
 // then dead-letters them, and recovers the items of consumers that died.
 //
+// # Existing redigo code
+//
+// NewRedigoPool returns a plain redigo *redis.Pool from the same Options,
+// for code and libraries that take one: its sockets, borrow checks and
+// command deadlines are a Pool's, but it has no background checker and no
+// bounded wait for a free connection (see its doc).
+//
 // # Metrics and shutdown
 //
 // Pool.Stats returns gauges (Active, Idle, InUse, Waiting) and counters,

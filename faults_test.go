@@ -56,6 +56,8 @@ func TestFaults(t *testing.T) {
 	t.Run("SubscriptionLongBlackhole", faultTestSubscriptionLongBlackhole)
 	t.Run("SubscriptionServerForgot", faultTestSubscriptionServerForgot)
 	t.Run("SubscriptionIdle", faultTestSubscriptionIdle)
+	t.Run("RedigoPoolBlackhole", faultTestRedigoPoolBlackhole)
+	t.Run("RedigoPoolKeepAlive", faultTestRedigoPoolKeepAlive)
 }
 
 const (
@@ -1071,4 +1073,46 @@ func faultTestSubscriptionIdle(t *testing.T) {
 	assert.Equal(t, int64(1), st.Dials, "Dials")
 	assert.GreaterOrEqual(t, st.HealthChecks, int64(3), "keepalive PINGs")
 	assert.Zero(t, st.SubscriptionGaps+st.DeadClosed+st.ErrorClosed, "stats: %+v", st)
+}
+
+// 18. A *redis.Pool from NewRedigoPool keeps the pool's timeouts: a
+// command on a blackholed link fails at ReadTimeout.
+func faultTestRedigoPoolBlackhole(t *testing.T) {
+	srv := redistest.Start(t)
+	const readTimeout = 500 * time.Millisecond
+	p := newRedigoPool(t, srv, redisalive.Options{ReadTimeout: readTimeout})
+	c := p.Get()
+	defer c.Close()
+	_, err := c.Do("PING")
+	require.NoError(t, err)
+	faultnet.Blackhole(t, srv.Port(), faultnet.Both)
+	start := time.Now()
+	_, err = c.Do("PING")
+	require.Error(t, err)
+	assert.True(t, faultIsTimeout(err), "got %v, want a timeout", err)
+	faultAssertElapsed(t, "a command on the blackholed link failing", time.Since(start), readTimeout-10*time.Millisecond, faultPlus20(readTimeout))
+}
+
+// 19. Every socket of a redigo pool from NewRedigoPool gets the pool's
+// keepalive: a connection held idle on a blackholed link is dead within
+// Idle + Interval*Count, and the next command fails at once.
+func faultTestRedigoPoolKeepAlive(t *testing.T) {
+	srv := redistest.Start(t)
+	ka := redisalive.KeepAlive{Idle: time.Second, Interval: time.Second, Count: 2}
+	bound := ka.Idle + ka.Interval*time.Duration(ka.Count)
+	p := newRedigoPool(t, srv, redisalive.Options{KeepAlive: ka, ReadTimeout: 30 * time.Second})
+	c := p.Get()
+	defer c.Close()
+	_, err := c.Do("PING")
+	require.NoError(t, err)
+	lastTraffic := time.Now()
+	faultnet.Blackhole(t, srv.Port(), faultnet.Both)
+	waitFor(t, 2*faultPlus20(bound), "the kernel to end the socket", func() bool {
+		return clientStates(t, srv.Port())["ESTABLISHED"] == 0
+	})
+	faultAssertElapsed(t, "keepalive kill after the last traffic", time.Since(lastTraffic), bound-200*time.Millisecond, faultPlus20(bound))
+	start := time.Now()
+	_, err = c.Do("PING")
+	require.ErrorIs(t, err, syscall.ETIMEDOUT, "the kernel's verdict on the socket")
+	assert.Less(t, time.Since(start), 100*time.Millisecond, "a command on the dead socket must fail at once")
 }

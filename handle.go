@@ -16,7 +16,8 @@ import (
 // As with redigo's own connections, one goroutine may receive while
 // another sends: the Pub/Sub pattern of redis.PubSubConn.
 type handle struct {
-	p *Pool
+	r       *runner
+	release func(c *conn, reuse bool) // takes the connection back at Close
 
 	quiet *quietRead // for reads once subscribed; set up by the first
 
@@ -91,7 +92,7 @@ func (h *handle) Close() error {
 		}
 		reuse = err == nil
 	}
-	h.p.put(c, reuse)
+	h.release(c, reuse)
 	return nil
 }
 
@@ -182,7 +183,7 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 	if !blocking {
 		readTimeout := timeout
 		if readTimeout <= 0 {
-			readTimeout = wait.readTimeout(h.p.cfg.readTimeout)
+			readTimeout = wait.readTimeout(h.r.cfg.readTimeout)
 		}
 		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
 			return redis.DoWithTimeout(c.rc, readTimeout, cmd, args...)
@@ -195,7 +196,7 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 	var firstErr error
 	if pending > 0 {
 		replies, err := redis.Values(c.run(ctx, time.Time{}, func() (any, error) {
-			return redis.DoWithTimeout(c.rc, wait.readTimeout(h.p.cfg.readTimeout), "")
+			return redis.DoWithTimeout(c.rc, wait.readTimeout(h.r.cfg.readTimeout), "")
 		}))
 		if err != nil {
 			return nil, h.wrapErr(ctx, cmd, err)
@@ -213,7 +214,7 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 		defer cancel()
 	}
 	first := true
-	reply, err := h.p.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()), &first)
+	reply, err := h.r.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()), &first)
 	if err == nil {
 		err = firstErr
 	}
@@ -224,7 +225,7 @@ func (h *handle) wrapErr(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return h.p.wrapErr(ctx, op, err)
+	return h.r.wrapErr(ctx, op, err)
 }
 
 // Send writes a command to the output buffer without waiting for its reply.
@@ -296,14 +297,14 @@ func (h *handle) receive(ctx context.Context, timeout time.Duration) (any, error
 	}
 	readTimeout := timeout
 	if readTimeout <= 0 {
-		readTimeout = wait.readTimeout(h.p.cfg.readTimeout)
+		readTimeout = wait.readTimeout(h.r.cfg.readTimeout)
 	}
 	if subscribed {
 		if timeout <= 0 {
 			readTimeout = 0
 		}
 		if h.quiet == nil {
-			h.quiet = h.p.quietRead(c)
+			h.quiet = h.r.quietRead(c)
 		}
 		c.nc.quiet = h.quiet
 		defer func() { c.nc.quiet = nil }()

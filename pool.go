@@ -13,23 +13,29 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
+// runner is what running commands on a connection needs from its owner:
+// the configuration, the counters, and the owner's closing signal, which
+// ends blocking reads after their current round. A Pool is one; a redigo
+// pool from NewRedigoPool has one of its own, which never closes.
+type runner struct {
+	cfg      config
+	counters counters
+	closing  context.Context
+}
+
 // Pool is a bounded pool of redigo connections to one Redis server. It is
 // safe for concurrent use. Every call that can block takes a context and is
 // also bounded by the pool's own timeouts, so none can hang on a dead or
 // half-open connection.
 type Pool struct {
-	cfg config
+	runner
 
-	// closing is cancelled when Close or Shutdown begins: it stops the
-	// health checker and ends blocking reads after their current round.
-	closing   context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup // background goroutines
+	cancel    context.CancelFunc // of runner.closing
+	wg        sync.WaitGroup     // background goroutines
 	closeOnce sync.Once
 	closeDone chan struct{} // closed when the first Close or Shutdown returns
 	drained   chan struct{} // closed when the pool is closed and numOpen reaches 0
 
-	counters counters
 	blockLog logLimit // rate limit for blocking-read warnings
 
 	mu      sync.Mutex // guards the fields below
@@ -58,7 +64,7 @@ func NewPool(opts Options) (*Pool, error) {
 	}
 	cfg.logWarnings()
 	p := &Pool{
-		cfg:       cfg,
+		runner:    runner{cfg: cfg},
 		all:       make(map[*conn]struct{}),
 		closeDone: make(chan struct{}),
 		drained:   make(chan struct{}),
@@ -105,7 +111,7 @@ func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handle{p: p, c: c}, nil
+	return &handle{r: &p.runner, c: c, release: p.put}, nil
 }
 
 // Do checks out a connection, runs one command and returns the connection,
@@ -457,7 +463,7 @@ func (p *Pool) popWaiterLocked() *waiter {
 // wrapErr adds the operation and address to a connection-level error, and
 // the context's error when the context ended the call. Server error replies
 // pass through unchanged so that type switches on redis.Error keep working.
-func (p *Pool) wrapErr(ctx context.Context, op string, err error) error {
+func (p *runner) wrapErr(ctx context.Context, op string, err error) error {
 	if _, ok := err.(redis.Error); ok || errors.Is(err, ErrPoolClosed) {
 		return err
 	}

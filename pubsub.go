@@ -599,7 +599,7 @@ func (s *Subscription) broadcastLocked() {
 
 // quietRead sets up the quiet reads of a subscribed connection; its PINGs
 // count as health checks.
-func (p *Pool) quietRead(c *conn) *quietRead {
+func (p *runner) quietRead(c *conn) *quietRead {
 	return &quietRead{
 		every:  p.cfg.pingInterval,
 		within: p.cfg.readTimeout,

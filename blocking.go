@@ -98,9 +98,15 @@ func (p *Pool) BLMove(ctx context.Context, src, dst, srcSide, dstSide string) (s
 
 // blockForever runs a blocking command whose last argument is a timeout of
 // 0: until an element arrives.
-func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (any, error) {
+func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (reply any, err error) {
 	if ctx == nil {
 		return nil, errNilContext
+	}
+	if p.hooks.Load() != nil {
+		var done func(error)
+		if ctx, done = p.onCommand(ctx, cmd); done != nil {
+			defer func() { done(err) }()
+		}
 	}
 	spec := blockSpec{kind: blockPop, arg: len(args) - 1, unit: time.Second}
 	return p.block(ctx, newBlockingCall(cmd, args, spec, 0, time.Now()))
@@ -358,6 +364,11 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 		c = nil
 		failures++
 		p.counters.blockingRedials.Add(1)
+		p.each(func(h *Hook) {
+			if h.Redial != nil {
+				h.Redial(ctx, b.cmd, err)
+			}
+		})
 		p.warnUnreachable(b.cmd, err, failures)
 		if err := p.backoff(ctx, failures); err != nil {
 			return nil, p.wrapErr(ctx, b.cmd, err)

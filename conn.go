@@ -157,6 +157,7 @@ type conn struct {
 	returnedAt time.Time // last return to the pool by a caller
 	pingedAt   time.Time // last health-check PING
 	peekedAt   time.Time // last peek while idle
+	lentAt     time.Time // last checkout
 	clientID   int64     // the server's CLIENT ID, fetched on first blocking use; -1 if unsupported
 
 	aborted  atomic.Bool // a command was interrupted: the socket is unusable

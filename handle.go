@@ -159,7 +159,13 @@ func (h *handle) DoWithTimeout(timeout time.Duration, cmd string, args ...any) (
 	return h.do(context.Background(), timeout, cmd, args)
 }
 
-func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args []any) (any, error) {
+func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args []any) (reply any, err error) {
+	if cmd != "" && h.r.hooks.Load() != nil {
+		var done func(error)
+		if ctx, done = h.r.onCommand(ctx, cmd); done != nil {
+			defer func() { done(err) }()
+		}
+	}
 	h.mu.Lock()
 	c := h.c
 	if c == nil {
@@ -185,7 +191,7 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 		if readTimeout <= 0 {
 			readTimeout = wait.readTimeout(h.r.cfg.readTimeout)
 		}
-		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
+		reply, err = c.run(ctx, time.Time{}, func() (any, error) {
 			return redis.DoWithTimeout(c.rc, readTimeout, cmd, args...)
 		})
 		return reply, h.wrapErr(ctx, cmd, err)
@@ -214,7 +220,7 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 		defer cancel()
 	}
 	first := true
-	reply, err := h.r.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()), &first)
+	reply, err = h.r.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()), &first)
 	if err == nil {
 		err = firstErr
 	}

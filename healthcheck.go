@@ -52,18 +52,18 @@ func (cfg *config) judge(c *conn, now time.Time) (verdict, time.Time) {
 	return keepIt, earliest(peekAt, pingAt, idleEnd, lifeEnd)
 }
 
-func (v verdict) closeReason() closeReason {
+func (v verdict) closeReason() CloseReason {
 	if v == expireLifetime {
-		return closedLifetime
+		return CloseLifetime
 	}
-	return closedIdle
+	return CloseIdle
 }
 
 // expiry is an idle connection the health checker closes without a round
 // trip, and why.
 type expiry struct {
 	c      *conn
-	reason closeReason
+	reason CloseReason
 }
 
 // planHealth is the health checker's pure step: given the idle list at now,
@@ -160,7 +160,7 @@ func (p *Pool) peekAll(conns []*conn, now time.Time) []*conn {
 	alive := conns[:0]
 	for _, c := range conns {
 		if c.checkIdle(now) != nil {
-			p.discard(c, closedDead)
+			p.discard(c, CloseDead)
 			continue
 		}
 		alive = append(alive, c)
@@ -200,7 +200,7 @@ func (p *Pool) ping(conns []*conn, now time.Time) []*conn {
 			c.pingedAt = now
 			alive = append(alive, c)
 		} else {
-			p.discard(c, closedDead)
+			p.discard(c, CloseDead)
 		}
 	}
 	if !stop() {
@@ -221,15 +221,25 @@ func (p *Pool) putBack(conns []*conn) {
 	}
 	p.mu.Lock()
 	var reject []*conn
+	maxIdle := 0 // rejected for want of room, rather than for closing
 	for i := len(conns) - 1; i >= 0; i-- {
-		if c := conns[i]; c.aborted.Load() || !p.putIdleLocked(c, true) {
+		c := conns[i]
+		if c.aborted.Load() {
+			reject = append(reject, c) // Close interrupted its check
+		} else if !p.putIdleLocked(c, true) {
 			reject = append(reject, c)
+			if !p.closed {
+				maxIdle++
+			}
 		}
 	}
 	for _, c := range reject {
 		p.forgetLocked(c)
 	}
 	p.mu.Unlock()
+	for range maxIdle {
+		p.noteClose(CloseMaxIdle)
+	}
 	for _, c := range reject {
 		c.close()
 	}

@@ -29,7 +29,7 @@ func TestPlanHealthSortsIdleConnectionsByWhatIsDue(t *testing.T) {
 	assert.Equal(t, []*conn{pinged, fresh}, keep, "recently used or pinged, recently peeked connections stay, in order")
 	assert.Equal(t, []*conn{unpeeked}, peek, "a connection not peeked at for a second gets a peek")
 	assert.Equal(t, []*conn{quiet}, ping, "a connection quiet for a full interval gets a PING")
-	assert.Equal(t, []expiry{{old, closedLifetime}, {long, closedIdle}}, expired)
+	assert.Equal(t, []expiry{{old, CloseLifetime}, {long, CloseIdle}}, expired)
 	assert.Equal(t, now.Add(700*time.Millisecond), next, "the next wake-up is fresh's next peek")
 }
 

@@ -343,33 +343,30 @@ const warnAfter = time.Minute
 // rejecting them.
 func (c *config) warnings() []string {
 	var w []string
-	if bound := c.blockSlice + blockGrace; bound > warnAfter {
-		w = append(w, fmt.Sprintf("BlockSlice %v: a blocking read on a dead link is noticed only after %v", c.blockSlice, bound))
+	b := c.bounds()
+	if b.BlockingRead > warnAfter {
+		w = append(w, fmt.Sprintf("BlockSlice %v: a blocking read on a dead link is noticed only after %v", c.blockSlice, b.BlockingRead))
 	}
-	health := c.healthInterval + c.readTimeout
-	if health < c.healthInterval { // overflowed: a HealthCheckInterval meant as "never"
-		health = math.MaxInt64
-	}
-	if health > warnAfter {
-		w = append(w, fmt.Sprintf("HealthCheckInterval %v, ReadTimeout %v: an idle connection that died or that the server closed is found and closed only after %v",
-			c.healthInterval, c.readTimeout, health))
-	}
-	userTimeout := c.userTimeout
-	if !userTimeoutApplies {
-		userTimeout = 0
+	if b.DeadIdle > warnAfter {
+		w = append(w, fmt.Sprintf("HealthCheckInterval %v, ReadTimeout %v: an idle connection on a dead link is found and closed only after %v",
+			c.healthInterval, c.readTimeout, b.DeadIdle))
 	}
 	ka := c.keepAlive
 	if ka.Disable {
-		w = append(w, fmt.Sprintf("KeepAlive.Disable: a silent peer of an idle connection is never noticed by the kernel; the health check finds it in the pool after %v, never while a caller holds it", health))
-	} else if bound := keepAliveBound(ka, userTimeout); bound > warnAfter {
+		w = append(w, fmt.Sprintf("KeepAlive.Disable: a silent peer of an idle connection is never noticed by the kernel; the health check finds it in the pool after %v, never while a caller holds it", b.DeadIdle))
+	} else if b.SilentPeer > warnAfter {
 		settings := fmt.Sprintf("KeepAlive {Idle:%v Interval:%v Count:%d}", ka.Idle, ka.Interval, ka.Count)
-		if userTimeout > 0 {
-			settings += fmt.Sprintf(", TCPUserTimeout %v", userTimeout)
+		if b.Unacknowledged > 0 {
+			settings += fmt.Sprintf(", TCPUserTimeout %v", b.Unacknowledged)
 		}
-		w = append(w, settings+": the kernel notices a silent peer of an idle connection only after "+bound.String())
+		w = append(w, settings+": the kernel notices a silent peer of an idle connection only after "+b.SilentPeer.String())
 	}
-	if userTimeout > warnAfter {
-		w = append(w, fmt.Sprintf("TCPUserTimeout %v: data written to a dead link fails only after %v plus one retransmission timeout", userTimeout, userTimeout))
+	if b.Unacknowledged > warnAfter {
+		w = append(w, fmt.Sprintf("TCPUserTimeout %v: data written to a dead link fails only after %v plus one retransmission timeout", b.Unacknowledged, b.Unacknowledged))
+	}
+	if b.Subscription > warnAfter {
+		w = append(w, fmt.Sprintf("PubSubPingInterval %v, ReadTimeout %v: a quiet subscription on a dead link is noticed only after %v",
+			c.pingInterval, c.readTimeout, b.Subscription))
 	}
 	return w
 }
@@ -385,6 +382,80 @@ func keepAliveBound(ka KeepAlive, userTimeout time.Duration) time.Duration {
 	}
 	probes := max(1, (userTimeout-ka.Idle+ka.Interval-1)/ka.Interval)
 	return ka.Idle + ka.Interval*probes
+}
+
+// Bounds are the longest a pool takes to notice or end each kind of
+// failure, as its options make them: the Bound column of the README's
+// fault model. Tests assert each of them on real sockets.
+type Bounds struct {
+	// DeadIdle: an idle connection on a dead link is found by the
+	// checker's PING: HealthCheckInterval + ReadTimeout.
+	DeadIdle time.Duration
+	// ServerClosed: a connection the server closed is closed here by the
+	// checker's peek, about a second; a checkout never lends one.
+	ServerClosed time.Duration
+	// SilentPeer: the kernel ends a connection whose peer went silent,
+	// with nothing in flight, by keepalive; 0 when KeepAlive is disabled.
+	SilentPeer time.Duration
+	// Unacknowledged: the kernel ends a connection whose written data goes
+	// unacknowledged (TCP_USER_TIMEOUT, plus one retransmission timeout);
+	// 0 where TCP_USER_TIMEOUT is not supported.
+	Unacknowledged time.Duration
+	// BlockingRead: a round of a blocking read on a dead link gives up:
+	// BlockSlice + 500 ms.
+	BlockingRead time.Duration
+	// Subscription: a quiet subscription on a dead link gives up:
+	// PubSubPingInterval + ReadTimeout.
+	Subscription time.Duration
+	// Checkout: a checkout whose context has no deadline waits at most
+	// PoolTimeout for a free connection.
+	Checkout time.Duration
+	// Command: Do with a context that has no deadline takes at most
+	// PoolTimeout + ReadTimeout.
+	Command time.Duration
+	// Close: Close returns within this, closing the sockets of callers
+	// still holding connections then.
+	Close time.Duration
+}
+
+func (c *config) bounds() Bounds {
+	b := Bounds{
+		DeadIdle:     c.healthInterval + c.readTimeout,
+		ServerClosed: peekEvery,
+		BlockingRead: c.blockSlice + blockGrace,
+		Subscription: c.pingInterval + c.readTimeout,
+		Checkout:     c.poolTimeout,
+		Command:      c.poolTimeout + c.readTimeout,
+		Close:        max(c.dialTimeout, c.readTimeout+c.writeTimeout, c.blockSlice+blockGrace),
+	}
+	if b.DeadIdle < c.healthInterval { // overflowed: a HealthCheckInterval meant as "never"
+		b.DeadIdle = math.MaxInt64
+	}
+	userTimeout := c.userTimeout
+	if !userTimeoutApplies {
+		userTimeout = 0
+	}
+	b.Unacknowledged = userTimeout
+	if !c.keepAlive.Disable {
+		b.SilentPeer = keepAliveBound(c.keepAlive, userTimeout)
+	}
+	return b
+}
+
+// options is the Options a config was made from, with every default
+// filled in.
+func (c *config) options() Options {
+	return Options{
+		Network: c.network, Addr: c.addr,
+		Username: c.username, Password: c.password, DB: c.db, TLSConfig: c.tls,
+		DialTimeout: c.dialTimeout, ReadTimeout: c.readTimeout, WriteTimeout: c.writeTimeout,
+		PoolTimeout: c.poolTimeout, MaxActive: c.maxActive, MaxIdle: c.maxIdle,
+		IdleTimeout: c.idleTimeout, MaxConnLifetime: c.maxLifetime,
+		KeepAlive: c.keepAlive, TCPUserTimeout: c.userTimeout,
+		HealthCheckInterval: c.healthInterval, BlockSlice: c.blockSlice,
+		PubSubPingInterval: c.pingInterval, LeakDetectionThreshold: c.leakThreshold,
+		Logger: c.logger,
+	}
 }
 
 // logWarnings logs each of c's warnings once, at NewPool.

@@ -38,13 +38,14 @@ func TestWarningsSayWhatEachDetectionBoundBecomesPastAMinute(t *testing.T) {
 			"BlockSlice 1h0m0s: a blocking read on a dead link is noticed only after 1h0m0.5s",
 		}},
 		{"a long HealthCheckInterval", Options{HealthCheckInterval: 10 * time.Minute}, []string{
-			"HealthCheckInterval 10m0s, ReadTimeout 3s: an idle connection that died or that the server closed is found and closed only after 10m3s",
+			"HealthCheckInterval 10m0s, ReadTimeout 3s: an idle connection on a dead link is found and closed only after 10m3s",
 		}},
 		{"health checks as good as off", Options{HealthCheckInterval: math.MaxInt64}, []string{
-			"HealthCheckInterval 2562047h47m16.854775807s, ReadTimeout 3s: an idle connection that died or that the server closed is found and closed only after 2562047h47m16.854775807s",
+			"HealthCheckInterval 2562047h47m16.854775807s, ReadTimeout 3s: an idle connection on a dead link is found and closed only after 2562047h47m16.854775807s",
 		}},
 		{"a long ReadTimeout", Options{ReadTimeout: 2 * time.Minute}, []string{
-			"HealthCheckInterval 15s, ReadTimeout 2m0s: an idle connection that died or that the server closed is found and closed only after 2m15s",
+			"HealthCheckInterval 15s, ReadTimeout 2m0s: an idle connection on a dead link is found and closed only after 2m15s",
+			"PubSubPingInterval 1s, ReadTimeout 2m0s: a quiet subscription on a dead link is noticed only after 2m1s",
 		}},
 		{"keepalive off", Options{KeepAlive: KeepAlive{Disable: true}}, []string{
 			"KeepAlive.Disable: a silent peer of an idle connection is never noticed by the kernel; the health check finds it in the pool after 18s, never while a caller holds it",

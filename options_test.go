@@ -378,3 +378,27 @@ func FuzzNewPool(f *testing.F) {
 		}
 	})
 }
+
+func TestDefaultOptionsGiveTheREADMEsBounds(t *testing.T) {
+	p, err := redisalive.NewPool(redisalive.Options{Addr: "127.0.0.1:1"})
+	require.NoError(t, err)
+	defer p.Close()
+	assert.Equal(t, redisalive.Bounds{
+		DeadIdle:       18 * time.Second,
+		ServerClosed:   time.Second,
+		SilentPeer:     20 * time.Second,
+		Unacknowledged: 20 * time.Second,
+		BlockingRead:   1500 * time.Millisecond,
+		Subscription:   4 * time.Second,
+		Checkout:       4 * time.Second,
+		Command:        7 * time.Second,
+		Close:          6 * time.Second,
+	}, p.Bounds())
+	o := p.Options()
+	assert.Equal(t, redisalive.DefaultReadTimeout, o.ReadTimeout, "effective options have the defaults filled in")
+	assert.Equal(t, 20*time.Second, o.TCPUserTimeout)
+	again, err := redisalive.NewPool(o)
+	require.NoError(t, err, "a pool's effective options make an equal pool")
+	defer again.Close()
+	assert.Equal(t, p.Bounds(), again.Bounds())
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -21,6 +22,7 @@ type runner struct {
 	cfg      config
 	counters counters
 	closing  context.Context
+	hooks    atomic.Pointer[[]Hook] // nil until AddHook
 }
 
 // Pool is a bounded pool of redigo connections to one Redis server. It is
@@ -74,6 +76,14 @@ func NewPool(opts Options) (*Pool, error) {
 	go p.healthLoop()
 	return p, nil
 }
+
+// Options returns the options the pool runs on, every default filled in.
+// Changing the result changes nothing: a live pool's options never change.
+func (p *Pool) Options() Options { return p.cfg.options() }
+
+// Bounds returns the pool's failure-detection bounds, as its options make
+// them.
+func (p *Pool) Bounds() Bounds { return p.cfg.bounds() }
 
 // Get checks out a connection. The wait for a free connection ends with ctx
 // or, if ctx has no deadline, after Options.PoolTimeout; a wait that times
@@ -136,9 +146,15 @@ func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
 // Errors other than the server's own replies (redis.Error) are wrapped with
 // the command and address; they match the context's error with errors.Is
 // when the context ended the call.
-func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (any, error) {
+func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (reply any, err error) {
 	if ctx == nil {
 		return nil, errNilContext
+	}
+	if p.hooks.Load() != nil {
+		var done func(error)
+		if ctx, done = p.onCommand(ctx, cmd); done != nil {
+			defer func() { done(err) }()
+		}
 	}
 	info := lookupCommand(cmd, args)
 	if info.block.kind != notBlocking {
@@ -156,7 +172,7 @@ func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	reply, err := c.run(ctx, deadline, func() (any, error) { return c.rc.Do(cmd, args...) })
+	reply, err = c.run(ctx, deadline, func() (any, error) { return c.rc.Do(cmd, args...) })
 	p.put(c, info.effect.reusable())
 	if err != nil {
 		return reply, p.wrapErr(ctx, cmd, err)
@@ -177,6 +193,19 @@ func waitDeadline(ctx context.Context, start time.Time, poolTimeout time.Duratio
 // a new one if the pool has room, or the first one freed before
 // waitDeadline.
 func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, error) {
+	c, err := p.take(ctx, start, waitDeadline)
+	if p.hooks.Load() != nil {
+		took := time.Since(start)
+		p.each(func(h *Hook) {
+			if h.Checkout != nil {
+				h.Checkout(ctx, took, err)
+			}
+		})
+	}
+	return c, err
+}
+
+func (p *Pool) take(ctx context.Context, start, waitDeadline time.Time) (*conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, p.wrapErr(ctx, "checkout", err)
 	}
@@ -233,7 +262,7 @@ func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
 	switch v {
 	case expireIdle, expireLifetime:
 	default:
-		reason = closedDead
+		reason = CloseDead
 		if err = c.checkIdle(now); err == nil && v == pingIt {
 			p.counters.healthChecks.Add(1)
 			if _, err = c.run(ctx, now.Add(p.cfg.readTimeout), func() (any, error) { return c.rc.Do("PING") }); err == nil {
@@ -245,6 +274,7 @@ func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
 		p.discard(c, reason)
 		return err
 	}
+	c.lentAt = now
 	if p.cfg.leakThreshold > 0 {
 		p.trackCheckout(c, now)
 	}
@@ -329,6 +359,14 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 		deadline = d
 	}
 	c, err := p.cfg.connect(ctx, deadline, now)
+	if p.hooks.Load() != nil {
+		took := time.Since(now)
+		p.each(func(h *Hook) {
+			if h.Dial != nil {
+				h.Dial(ctx, took, err)
+			}
+		})
+	}
 	if err != nil {
 		p.counters.dialErrors.Add(1)
 		p.mu.Lock()
@@ -346,6 +384,7 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 	}
 	p.all[c] = struct{}{}
 	p.mu.Unlock()
+	c.lentAt = now
 	if p.cfg.leakThreshold > 0 {
 		p.trackCheckout(c, now)
 	}
@@ -355,36 +394,47 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 // put takes back a connection from its user. reuse is false when the user
 // left state on it that a later user must not inherit.
 func (p *Pool) put(c *conn, reuse bool) {
-	reason := closedState
+	reason := CloseState
 	if c.broken() {
-		reuse, reason = false, closedError
+		reuse, reason = false, CloseError
 		if c.canceled.Load() {
-			reason = closedCanceled
+			reason = CloseCanceled
 		}
 	} else if reuse {
 		c.returnedAt = time.Now()
+	}
+	if p.hooks.Load() != nil {
+		held := time.Since(c.lentAt)
+		p.each(func(h *Hook) {
+			if h.Use != nil {
+				h.Use(held)
+			}
+		})
 	}
 	p.mu.Lock()
 	if p.cfg.leakThreshold > 0 {
 		c.checkedOutAt, c.stack = time.Time{}, nil
 	}
+	count := !p.closed // once closed, every connection goes for that reason
 	if reuse {
 		if p.putIdleLocked(c, false) {
 			p.mu.Unlock()
 			return
 		}
-	} else if !p.closed {
-		p.counters.closed[reason].Add(1)
+		reason = CloseMaxIdle
 	}
 	p.forgetLocked(c)
 	p.mu.Unlock()
+	if count {
+		p.noteClose(reason)
+	}
 	c.close()
 }
 
 // putIdleLocked hands a healthy connection to the first waiter, or keeps it
 // idle if there is room: on top of the stack, or at the bottom for one that
 // was not used but only checked. It reports false if the connection must be
-// closed, counting it as MaxIdleClosed unless the pool is closed.
+// closed: the pool is closed, or MaxIdle connections are idle already.
 func (p *Pool) putIdleLocked(c *conn, bottom bool) bool {
 	if p.closed {
 		return false
@@ -394,7 +444,6 @@ func (p *Pool) putIdleLocked(c *conn, bottom bool) bool {
 		return true
 	}
 	if len(p.idle) >= p.cfg.maxIdle {
-		p.counters.closed[closedMaxIdle].Add(1)
 		return false
 	}
 	if bottom {
@@ -407,14 +456,26 @@ func (p *Pool) putIdleLocked(c *conn, bottom bool) bool {
 
 // discard closes a connection the pool took back, counting why unless the
 // pool is closed: then every connection goes, for the same reason.
-func (p *Pool) discard(c *conn, reason closeReason) {
+func (p *Pool) discard(c *conn, reason CloseReason) {
 	p.mu.Lock()
-	if !p.closed {
-		p.counters.closed[reason].Add(1)
-	}
+	count := !p.closed
 	p.forgetLocked(c)
 	p.mu.Unlock()
+	if count {
+		p.noteClose(reason)
+	}
 	c.close()
+}
+
+// noteClose counts a connection closed for reason and tells the hooks. It
+// is called without p.mu: a hook may read Stats.
+func (p *Pool) noteClose(reason CloseReason) {
+	p.counters.closed[reason].Add(1)
+	p.each(func(h *Hook) {
+		if h.Closed != nil {
+			h.Closed(reason)
+		}
+	})
 }
 
 // goBackground runs f on a goroutine that Close waits for. It reports
@@ -486,8 +547,7 @@ func (p *runner) wrapErr(ctx context.Context, op string, err error) error {
 // returns, no goroutine of the pool is running and no socket of it is
 // open. Calling it again is safe.
 func (p *Pool) Close() error {
-	bound := max(p.cfg.dialTimeout, p.cfg.readTimeout+p.cfg.writeTimeout, p.cfg.blockSlice+blockGrace)
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.bounds().Close)
 	defer cancel()
 	return p.Shutdown(ctx)
 }

@@ -58,7 +58,7 @@ func TestDiscardDuringShutdownCountsNothing(t *testing.T) {
 	ended, cancel := context.WithCancel(ctx)
 	cancel()
 	p.Shutdown(ended) // c is still out, as if the checker held it
-	p.discard(c, closedDead)
+	p.discard(c, CloseDead)
 	assert.Zero(t, p.Stats().DeadClosed, "DeadClosed")
 }
 

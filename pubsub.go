@@ -571,12 +571,12 @@ func (s *Subscription) drop(c *conn, err error) {
 	s.broadcastLocked()
 	s.mu.Unlock()
 	c.nc.quiet = nil
-	reason := closedError
+	reason := CloseError
 	switch {
 	case s.ctx.Err() != nil:
-		reason = closedState // a normal end, counted as any connection left subscribed
+		reason = CloseState // a normal end, counted as any connection left subscribed
 	case isTimeout(err):
-		reason = closedDead // its keepalive PING went unanswered
+		reason = CloseDead // its keepalive PING went unanswered
 	}
 	s.p.discard(c, reason)
 }

@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -45,18 +46,31 @@ type Stats struct {
 	SubscriptionGaps int64 // times a Subscription reconnected and reported lost messages
 }
 
-type closeReason int
+// CloseReason is why the pool closed a connection; Stats counts each, and a
+// Hook sees each.
+type CloseReason int
 
 const (
-	closedDead closeReason = iota
-	closedIdle
-	closedLifetime
-	closedError
-	closedCanceled
-	closedState
-	closedMaxIdle
+	CloseDead     CloseReason = iota // found dead by a peek or a health PING
+	CloseIdle                        // idle longer than IdleTimeout
+	CloseLifetime                    // older than MaxConnLifetime
+	CloseError                       // saw a network error while in use
+	CloseCanceled                    // its command was cut short by the caller's context
+	CloseState                       // left in a transaction, subscription or other state
+	CloseMaxIdle                     // returned while MaxIdle connections were idle
 	numCloseReasons
 )
+
+var closeReasonNames = [numCloseReasons]string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle"}
+
+// String returns the reason as a metric label: dead, idle, lifetime,
+// error, canceled, state or max_idle.
+func (r CloseReason) String() string {
+	if r < 0 || r >= numCloseReasons {
+		return "unknown"
+	}
+	return closeReasonNames[r]
+}
 
 // counters are updated with atomics so that the hot path takes no lock for
 // them.
@@ -85,14 +99,95 @@ func (p *Pool) Stats() Stats {
 	s.WaitCount, s.WaitDuration = c.waits.Load(), time.Duration(c.waitNanos.Load())
 	s.PoolTimeouts = c.poolTimeouts.Load()
 	s.HealthChecks, s.Leaks = c.healthChecks.Load(), c.leaks.Load()
-	s.DeadClosed = c.closed[closedDead].Load()
-	s.IdleClosed = c.closed[closedIdle].Load()
-	s.LifetimeClosed = c.closed[closedLifetime].Load()
-	s.ErrorClosed = c.closed[closedError].Load()
-	s.CanceledClosed = c.closed[closedCanceled].Load()
-	s.StateClosed = c.closed[closedState].Load()
-	s.MaxIdleClosed = c.closed[closedMaxIdle].Load()
+	s.DeadClosed = c.closed[CloseDead].Load()
+	s.IdleClosed = c.closed[CloseIdle].Load()
+	s.LifetimeClosed = c.closed[CloseLifetime].Load()
+	s.ErrorClosed = c.closed[CloseError].Load()
+	s.CanceledClosed = c.closed[CloseCanceled].Load()
+	s.StateClosed = c.closed[CloseState].Load()
+	s.MaxIdleClosed = c.closed[CloseMaxIdle].Load()
 	s.BlockingRounds, s.BlockingRedials = c.blockingRounds.Load(), c.blockingRedials.Load()
 	s.Subscriptions, s.SubscriptionGaps = int(c.subscriptions.Load()), c.subscriptionGaps.Load()
 	return s
+}
+
+// Hook observes a pool's events, for metrics and tracing: the modules
+// extra/redisaliveotel and extra/redisaliveprom are built on it. Every
+// field is optional. Hooks run on the goroutine of the event, often the
+// caller's, so they must be quick; they may read Stats.
+type Hook struct {
+	// Command wraps each command a caller runs through Pool.Do, the
+	// blocking reads (BRPop, BLPop, BLMove) or Do, DoContext and
+	// DoWithTimeout on a connection from Get; not the pool's own commands
+	// (health PINGs and the like). It is called with the caller's context
+	// before the command and returns the context to run it with (carrying
+	// a span, say) and a function called with its error when it returns.
+	Command func(ctx context.Context, cmd string) (context.Context, func(err error))
+	// Checkout is called when a checkout ends, with how long it took to
+	// get a connection (waiting for a free one, checking an idle one,
+	// dialling a new one) and its error.
+	Checkout func(ctx context.Context, took time.Duration, err error)
+	// Dial is called after each attempt to open a connection.
+	Dial func(ctx context.Context, took time.Duration, err error)
+	// Use is called when a caller returns a connection, with how long it
+	// held it.
+	Use func(held time.Duration)
+	// Closed is called when the pool closes a connection, with why; not
+	// for the connections Close and Shutdown close.
+	Closed func(reason CloseReason)
+	// Redial is called when a round of a blocking read failed on the
+	// network and the read goes on on a new connection.
+	Redial func(ctx context.Context, cmd string, err error)
+}
+
+// AddHook adds h to the pool's hooks. Hooks run in the order they were
+// added (Command hooks nest: the first is outermost) and cannot be
+// removed. With no hook, an event costs one atomic load.
+func (p *Pool) AddHook(h Hook) {
+	for {
+		old := p.hooks.Load()
+		var hooks []Hook
+		if old != nil {
+			hooks = append(hooks, *old...)
+		}
+		hooks = append(hooks, h)
+		if p.hooks.CompareAndSwap(old, &hooks) {
+			return
+		}
+	}
+}
+
+// onCommand runs the Command hooks before a caller's command: it returns
+// the context to run it with and, if any hook wants it, the function to
+// call with its error.
+func (r *runner) onCommand(ctx context.Context, cmd string) (context.Context, func(error)) {
+	hooks := r.hooks.Load()
+	if hooks == nil {
+		return ctx, nil
+	}
+	var dones []func(error)
+	for _, h := range *hooks {
+		if h.Command != nil {
+			var done func(error)
+			ctx, done = h.Command(ctx, cmd)
+			dones = append(dones, done)
+		}
+	}
+	if dones == nil {
+		return ctx, nil
+	}
+	return ctx, func(err error) {
+		for i := len(dones) - 1; i >= 0; i-- {
+			dones[i](err)
+		}
+	}
+}
+
+// each calls f for every hook, if there are any.
+func (r *runner) each(f func(h *Hook)) {
+	if hooks := r.hooks.Load(); hooks != nil {
+		for i := range *hooks {
+			f(&(*hooks)[i])
+		}
+	}
 }

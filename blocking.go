@@ -68,6 +68,11 @@ func (p *Pool) blockingPop(ctx context.Context, cmd string, keys []string) (stri
 	if err != nil {
 		return "", "", err
 	}
+	return popReply(cmd, reply)
+}
+
+// popReply reads the [key, value] reply of BRPOP or BLPOP.
+func popReply(cmd string, reply any) (key, value string, err error) {
 	kv, err := redis.Strings(reply, nil)
 	if err != nil {
 		return "", "", fmt.Errorf("redisalive: %s: unexpected reply %v: %w", cmd, reply, err)
@@ -84,10 +89,8 @@ func (p *Pool) blockingPop(ctx context.Context, cmd string, keys []string) (stri
 // dying connection loses nothing: this is the building block of Queue.
 // Needs Redis 6.2 or later.
 func (p *Pool) BLMove(ctx context.Context, src, dst, srcSide, dstSide string) (string, error) {
-	for _, side := range []string{srcSide, dstSide} {
-		if !strings.EqualFold(side, "LEFT") && !strings.EqualFold(side, "RIGHT") {
-			return "", fmt.Errorf("redisalive: BLMOVE: side %q, want LEFT or RIGHT", side)
-		}
+	if err := checkSides(srcSide, dstSide); err != nil {
+		return "", err
 	}
 	reply, err := p.blockForever(ctx, "BLMOVE", []any{src, dst, srcSide, dstSide, 0})
 	if err != nil {
@@ -96,20 +99,36 @@ func (p *Pool) BLMove(ctx context.Context, src, dst, srcSide, dstSide string) (s
 	return redis.String(reply, nil)
 }
 
+// checkSides rejects a BLMOVE side other than LEFT or RIGHT before it is
+// sent.
+func checkSides(sides ...string) error {
+	for _, side := range sides {
+		if !strings.EqualFold(side, "LEFT") && !strings.EqualFold(side, "RIGHT") {
+			return fmt.Errorf("redisalive: BLMOVE: side %q, want LEFT or RIGHT", side)
+		}
+	}
+	return nil
+}
+
 // blockForever runs a blocking command whose last argument is a timeout of
 // 0: until an element arrives.
-func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (reply any, err error) {
+func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (any, error) {
 	if ctx == nil {
 		return nil, errNilContext
 	}
+	spec := blockSpec{kind: blockPop, arg: len(args) - 1, unit: time.Second}
+	return p.runBlocking(ctx, newBlockingCall(cmd, args, spec, 0, time.Now()))
+}
+
+// runBlocking runs b on p under the Command hooks.
+func (p *Pool) runBlocking(ctx context.Context, b *blockingCall) (reply any, err error) {
 	if p.hooks.Load() != nil {
 		var done func(error)
-		if ctx, done = p.onCommand(ctx, cmd); done != nil {
+		if ctx, done = p.onCommand(ctx, b.cmd); done != nil {
 			defer func() { done(err) }()
 		}
 	}
-	spec := blockSpec{kind: blockPop, arg: len(args) - 1, unit: time.Second}
-	return p.block(ctx, newBlockingCall(cmd, args, spec, 0, time.Now()))
+	return p.block(ctx, b)
 }
 
 // blockingCall is one blocking command run in rounds: each round is the
@@ -125,7 +144,13 @@ type blockingCall struct {
 	spec   blockSpec
 	total  time.Duration // the block time asked for; 0: until a reply
 	start  time.Time
+	sent   bool // a round has been sent
 	pinned bool // XREAD's "$" IDs are resolved
+
+	// stay, if set, is asked after a round failed on the network whether
+	// to retry on this pool: a Cluster's read goes elsewhere if the
+	// key's slot has moved.
+	stay func() bool
 }
 
 func newBlockingCall(cmd string, args []any, spec blockSpec, total time.Duration, now time.Time) *blockingCall {
@@ -210,7 +235,7 @@ func (b *blockingCall) redialable() bool {
 // returned), the block time is used up (the last round's reply is
 // returned), ctx ends, the pool closes, or a round fails (its error is
 // returned; the caller decides whether to retry elsewhere).
-func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall, first *bool) (any, error) {
+func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall) (any, error) {
 	var last any
 	for {
 		if err := ctxErr(ctx); err != nil {
@@ -220,7 +245,7 @@ func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall, first *bo
 			return nil, ErrPoolClosed
 		}
 		ctxDeadline, _ := ctx.Deadline()
-		wait, plan := b.plan(time.Now(), ctxDeadline, p.cfg.blockSlice, *first)
+		wait, plan := b.plan(time.Now(), ctxDeadline, p.cfg.blockSlice, !b.sent)
 		switch plan {
 		case planTimedOut:
 			return last, nil // the server's own "time ran out" reply
@@ -237,7 +262,7 @@ func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall, first *bo
 				return nil, err
 			}
 		}
-		*first = false
+		b.sent = true
 		b.args[b.spec.arg] = formatTimeout(wait, b.spec.unit)
 		p.counters.blockingRounds.Add(1)
 		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
@@ -316,7 +341,6 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 		c        *conn
 		failures int
 		zombies  []int64 // server ids of connections abandoned mid-round
-		first    = true
 	)
 	defer func() {
 		if c != nil {
@@ -336,6 +360,9 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 				if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) {
 					return nil, p.wrapErr(ctx, b.cmd, err)
 				}
+				if b.stay != nil && !b.stay() {
+					return nil, &movedOnError{err: p.wrapErr(ctx, b.cmd, err)}
+				}
 				failures++
 				p.warnUnreachable(b.cmd, err, failures)
 				if err := p.backoff(ctx, failures); err != nil {
@@ -344,7 +371,7 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 				continue
 			}
 		}
-		reply, err := p.rounds(ctx, c, b, &first)
+		reply, err := p.rounds(ctx, c, b)
 		if err == nil {
 			if failures > 0 {
 				p.cfg.logger.Info("redisalive: blocking read recovered", "addr", p.cfg.addr, "cmd", b.cmd, "failed_rounds", failures)
@@ -356,6 +383,9 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 		}
 		if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) {
 			return nil, p.wrapErr(ctx, b.cmd, err)
+		}
+		if b.stay != nil && !b.stay() {
+			return nil, &movedOnError{err: p.wrapErr(ctx, b.cmd, err)}
 		}
 		if c.clientID > 0 {
 			zombies = append(zombies, c.clientID)
@@ -375,6 +405,13 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 		}
 	}
 }
+
+// movedOnError ends a blocking read on one pool whose caller (a Cluster)
+// will go on elsewhere: the round failed, and the key's slot has moved.
+type movedOnError struct{ err error }
+
+func (e *movedOnError) Error() string { return e.err.Error() }
+func (e *movedOnError) Unwrap() error { return e.err }
 
 // blockingConn checks out a connection for blocking reads: it learns the
 // connection's server id, so it can be killed if abandoned, and first kills

@@ -17,6 +17,12 @@ var (
 	// describes the pool at the moment the wait gave up.
 	ErrPoolTimeout = errors.New("redisalive: timed out waiting for a free connection")
 
+	// ErrCrossSlot is returned, before anything is sent, for a Cluster
+	// command whose keys hash to different slots, which the cluster would
+	// refuse with CROSSSLOT. Give such keys a common hash tag: {user1}.a
+	// and {user1}.b share a slot.
+	ErrCrossSlot = errors.New("redisalive: cluster: keys in different slots")
+
 	// ErrSubscriptionClosed is returned by a Subscription's methods after
 	// its Close.
 	ErrSubscriptionClosed = errors.New("redisalive: subscription is closed")

@@ -58,6 +58,8 @@ func TestFaults(t *testing.T) {
 	t.Run("SubscriptionIdle", faultTestSubscriptionIdle)
 	t.Run("RedigoPoolBlackhole", faultTestRedigoPoolBlackhole)
 	t.Run("RedigoPoolKeepAlive", faultTestRedigoPoolKeepAlive)
+	t.Run("ClusterMasterBlackhole", faultTestClusterMasterBlackhole)
+	t.Run("ClusterServerClosedIdle", faultTestClusterServerClosedIdle)
 }
 
 const (
@@ -1115,4 +1117,111 @@ func faultTestRedigoPoolKeepAlive(t *testing.T) {
 	_, err = c.Do("PING")
 	require.ErrorIs(t, err, syscall.ETIMEDOUT, "the kernel's verdict on the socket")
 	assert.Less(t, time.Since(start), 100*time.Millisecond, "a command on the dead socket must fail at once")
+}
+
+// keyOn returns a key whose slot node serves.
+func keyOn(t *testing.T, rc *redistest.Cluster, node *redistest.Server, prefix string) string {
+	t.Helper()
+	for i := range 10000 {
+		if key := fmt.Sprint(prefix, i); rc.NodeForSlot(t, redistest.KeySlot(key)) == node {
+			return key
+		}
+	}
+	t.Fatalf("no key of prefix %q on %s", prefix, node.Addr())
+	return ""
+}
+
+// 20. One master of a cluster unreachable (its client port blackholed,
+// its cluster bus up, so no failover): the calls for its slots fail within
+// ReadTimeout (on an idle connection) or DialTimeout (on a new one), here
+// both 500 ms, while the other masters' keep succeeding; after healing
+// everything works, and a BRPop on one of its keys resumes.
+func faultTestClusterMasterBlackhole(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	const readTimeout = 500 * time.Millisecond
+	c := newCluster(t, rc, redisalive.ClusterOptions{Node: redisalive.Options{ReadTimeout: readTimeout, DialTimeout: readTimeout}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead, alive := rc.Nodes()[0], rc.Nodes()[1:]
+	deadKey := keyOn(t, rc, dead, "dead:")
+	var aliveKeys []string
+	for i, n := range alive {
+		aliveKeys = append(aliveKeys, keyOn(t, rc, n, fmt.Sprint("alive", i, ":")))
+	}
+	for _, k := range append(aliveKeys, deadKey) {
+		_, err := c.Do(ctx, "SET", k, "v")
+		require.NoError(t, err, k)
+	}
+	queue := "{" + deadKey + "}:q"
+	popped := make(chan string, 1)
+	go func() {
+		_, v, err := c.BRPop(ctx, queue)
+		assert.NoError(t, err, "BRPop across the outage")
+		popped <- v
+	}()
+	faultWaitBlocked(t, dead, 1)
+
+	heal := faultnet.Blackhole(t, dead.Port(), faultnet.Both)
+	for range 3 { // on the idle connection, then on new ones
+		start := time.Now()
+		_, err := c.Do(context.Background(), "GET", deadKey)
+		require.Error(t, err, "a call for the unreachable master's slots")
+		faultAssertElapsed(t, "a call for the unreachable master failing", time.Since(start), 0, faultPlus20(readTimeout))
+	}
+	for range 20 {
+		for _, k := range aliveKeys {
+			start := time.Now()
+			_, err := c.Do(ctx, "GET", k)
+			require.NoError(t, err, "a call for another master's slots during the outage")
+			require.Less(t, time.Since(start), 100*time.Millisecond, "a call for another master's slots must not wait")
+		}
+	}
+
+	heal()
+	waitFor(t, 5*time.Second, "the unreachable master to serve again", func() bool {
+		_, err := c.Do(ctx, "GET", deadKey)
+		return err == nil
+	})
+	_, err := c.Do(ctx, "LPUSH", queue, "after")
+	require.NoError(t, err)
+	select {
+	case v := <-popped:
+		assert.Equal(t, "after", v)
+	case <-time.After(10 * time.Second):
+		t.Fatal("BRPop on the healed master's key did not resume")
+	}
+}
+
+// 21. The incident of a cluster client whose idle reaper never ran: every
+// node closes idle connections (timeout 1); each node's pool closes them
+// within about a second, leaving no CLOSE_WAIT on any node.
+func faultTestClusterServerClosedIdle(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	c := newCluster(t, rc, redisalive.ClusterOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, n := range rc.Nodes() {
+		n.Do(t, "CONFIG", "SET", "timeout", "1")
+		for i := range 4 { // connections on every node
+			_, err := c.Do(ctx, "GET", keyOn(t, rc, n, fmt.Sprint("idle", i, ":")))
+			require.NoError(t, err)
+		}
+	}
+	for _, n := range rc.Nodes() {
+		waitFor(t, 5*time.Second, "every node to close its idle clients", func() bool { return n.ConnectedClients(t) == 0 })
+	}
+	closed := time.Now()
+	waitFor(t, 2*time.Second+faultSlack, "no CLOSE_WAIT on any node", func() bool {
+		for _, n := range rc.Nodes() {
+			if clientStates(t, n.Port())["CLOSE_WAIT"] > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	faultAssertElapsed(t, "CLOSE_WAIT gone on every node after the servers closed them", time.Since(closed), 0, 2*time.Second)
+	for addr, s := range c.Stats() {
+		assert.Zero(t, s.ErrorClosed, "node %s", addr)
+		assert.Zero(t, s.Active, "node %s: connections left", addr)
+	}
 }

@@ -219,8 +219,7 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	first := true
-	reply, err = h.r.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()), &first)
+	reply, err = h.r.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()))
 	if err == nil {
 		err = firstErr
 	}

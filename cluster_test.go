@@ -1,0 +1,174 @@
+package redisalive_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/redistest"
+)
+
+// newCluster returns a cluster client on rc, closed when the test ends.
+func newCluster(t *testing.T, rc *redistest.Cluster, opts redisalive.ClusterOptions) *redisalive.Cluster {
+	t.Helper()
+	opts.Addrs = rc.Addrs()[:1] // one seed: the rest come from the slot map
+	c, err := redisalive.NewCluster(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// otherNode returns a node of rc that does not serve slot.
+func otherNode(t *testing.T, rc *redistest.Cluster, slot int) *redistest.Server {
+	t.Helper()
+	owner := rc.NodeForSlot(t, slot)
+	for _, n := range rc.Nodes() {
+		if n != owner {
+			return n
+		}
+	}
+	t.Fatal("a cluster of one node")
+	return nil
+}
+
+func TestClusterRoutesEveryCommandToTheNodeOfItsKeys(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	c := newCluster(t, rc, redisalive.ClusterOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	for i := range 300 { // keys spread over all three nodes
+		key := fmt.Sprint("key:", i)
+		_, err := c.Do(ctx, "SET", key, i)
+		require.NoError(t, err, key)
+		n, err := redis.Int(c.Do(ctx, "GET", key))
+		require.NoError(t, err, key)
+		assert.Equal(t, i, n, key)
+	}
+	_, err := c.Do(ctx, "MSET", "{user1}.name", "ada", "{user1}.lang", "go")
+	require.NoError(t, err, "keys sharing a hash tag")
+	vals, err := redis.Strings(c.Do(ctx, "MGET", "{user1}.name", "{user1}.lang"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ada", "go"}, vals)
+	n, err := redis.Int(c.Do(ctx, "EVAL", "return redis.call('STRLEN', KEYS[1])", 1, "{user1}.name"))
+	require.NoError(t, err, "EVAL routed by its numkeys")
+	assert.Equal(t, 3, n)
+	_, err = c.Do(ctx, "XINFO", "STREAM", "missing-stream")
+	assert.ErrorContains(t, err, "no such key", "a subcommand's key routed to its node")
+
+	_, err = c.Do(ctx, "MGET", "a", "b")
+	assert.ErrorIs(t, err, redisalive.ErrCrossSlot, "keys in different slots fail before anything is sent")
+	pong, err := redis.String(c.Do(ctx, "PING"))
+	require.NoError(t, err, "a command without keys")
+	assert.Equal(t, "PONG", pong)
+
+	stats := c.Stats()
+	assert.Len(t, stats, 3, "one pool per node")
+	for addr, s := range stats {
+		assert.Positive(t, s.Dials, "node %s served nothing", addr)
+		assert.Zero(t, s.ErrorClosed, "node %s", addr)
+	}
+}
+
+func TestClusterFollowsMovedAfterASlotMigratesAndAskDuringIt(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	c := newCluster(t, rc, redisalive.ClusterOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	const moved = "moved-key"
+	_, err := c.Do(ctx, "SET", moved, "v1")
+	require.NoError(t, err)
+	s := redistest.KeySlot(moved)
+	to := otherNode(t, rc, s)
+	rc.MigrateSlot(t, s, to)
+	v, err := redis.String(c.Do(ctx, "GET", moved))
+	require.NoError(t, err, "GET after the slot moved: MOVED must be followed")
+	assert.Equal(t, "v1", v)
+
+	// During a migration the source sends keys it no longer has to the
+	// target with ASK, which serves them only after ASKING.
+	const asked = "asked-key"
+	s = redistest.KeySlot(asked)
+	finish := rc.BeginMigration(t, s, otherNode(t, rc, s))
+	_, err = c.Do(ctx, "SET", asked, "v2")
+	require.NoError(t, err, "SET of a key of a migrating slot")
+	v, err = redis.String(c.Do(ctx, "GET", asked))
+	require.NoError(t, err, "GET of a key of a migrating slot")
+	assert.Equal(t, "v2", v)
+	finish()
+	v, err = redis.String(c.Do(ctx, "GET", asked))
+	require.NoError(t, err, "GET after the migration")
+	assert.Equal(t, "v2", v)
+}
+
+func TestClusterBlockingReadsWaitOnTheNodeOfTheirKeys(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	c := newCluster(t, rc, redisalive.ClusterOptions{Node: redisalive.Options{ReadTimeout: 500 * time.Millisecond, BlockSlice: 200 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	got := make(chan string, 1)
+	go func() {
+		_, v, err := c.BRPop(ctx, "{q}:jobs")
+		assert.NoError(t, err)
+		got <- v
+	}()
+	reply, err := c.Do(ctx, "BLPOP", "{q}:other", 1)
+	require.NoError(t, err, "a block longer than ReadTimeout")
+	assert.Nil(t, reply)
+	_, err = c.Do(ctx, "LPUSH", "{q}:jobs", "job-1")
+	require.NoError(t, err)
+	select {
+	case v := <-got:
+		assert.Equal(t, "job-1", v)
+	case <-time.After(5 * time.Second):
+		t.Fatal("BRPop on the cluster did not return the element")
+	}
+	_, err = c.Do(ctx, "RPUSH", "{q}:a", "job-2")
+	require.NoError(t, err)
+	moved, err := c.BLMove(ctx, "{q}:a", "{q}:b", "LEFT", "RIGHT")
+	require.NoError(t, err)
+	assert.Equal(t, "job-2", moved)
+	_, err = c.BLMove(ctx, "{q}:a", "other", "LEFT", "RIGHT")
+	assert.ErrorIs(t, err, redisalive.ErrCrossSlot)
+}
+
+func TestClusterCloseLeavesNoConnectionOnAnyNode(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	c, err := redisalive.NewCluster(redisalive.ClusterOptions{Addrs: rc.Addrs()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 50 {
+		_, err := c.Do(ctx, "INCR", fmt.Sprint("n:", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.Close())
+	require.NoError(t, c.Close(), "a second Close")
+	for _, n := range rc.Nodes() {
+		n.WaitConnectedClients(t, 0, 2*time.Second)
+	}
+	_, err = c.Do(ctx, "PING")
+	assert.ErrorIs(t, err, redisalive.ErrPoolClosed)
+}
+
+func TestNewClusterRejectsInvalidOptions(t *testing.T) {
+	for _, o := range []redisalive.ClusterOptions{
+		{},
+		{Addrs: []string{"no-port"}},
+		{Addrs: []string{"h:1"}, Node: redisalive.Options{Addr: "h:2"}},
+		{Addrs: []string{"h:1"}, Node: redisalive.Options{DB: 1}},
+		{Addrs: []string{"h:1"}, Node: redisalive.Options{MaxIdle: -1}},
+		{Addrs: []string{"h:1"}, MaxRedirects: -1},
+	} {
+		_, err := redisalive.NewCluster(o)
+		assert.ErrorIs(t, err, redisalive.ErrInvalidOptions, "%+v", o)
+	}
+}

@@ -3,6 +3,9 @@ package redisalive_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,9 +91,17 @@ func TestClusterFollowsMovedAfterASlotMigratesAndAskDuringIt(t *testing.T) {
 	s := redistest.KeySlot(moved)
 	to := otherNode(t, rc, s)
 	rc.MigrateSlot(t, s, to)
-	v, err := redis.String(c.Do(ctx, "GET", moved))
-	require.NoError(t, err, "GET after the slot moved: MOVED must be followed")
-	assert.Equal(t, "v1", v)
+	refreshes := clusterSlotsCalls(t, rc)
+	var wg sync.WaitGroup
+	for range 50 { // every one of them meets MOVED at once
+		wg.Go(func() {
+			v, err := redis.String(c.Do(ctx, "GET", moved))
+			assert.NoError(t, err, "GET after the slot moved: MOVED must be followed")
+			assert.Equal(t, "v1", v)
+		})
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, clusterSlotsCalls(t, rc)-refreshes, int64(3), "slot map refreshes after 50 MOVED replies: one at a time")
 
 	// During a migration the source sends keys it no longer has to the
 	// target with ASK, which serves them only after ASKING.
@@ -99,13 +110,32 @@ func TestClusterFollowsMovedAfterASlotMigratesAndAskDuringIt(t *testing.T) {
 	finish := rc.BeginMigration(t, s, otherNode(t, rc, s))
 	_, err = c.Do(ctx, "SET", asked, "v2")
 	require.NoError(t, err, "SET of a key of a migrating slot")
-	v, err = redis.String(c.Do(ctx, "GET", asked))
+	v, err := redis.String(c.Do(ctx, "GET", asked))
 	require.NoError(t, err, "GET of a key of a migrating slot")
 	assert.Equal(t, "v2", v)
 	finish()
 	v, err = redis.String(c.Do(ctx, "GET", asked))
 	require.NoError(t, err, "GET after the migration")
 	assert.Equal(t, "v2", v)
+}
+
+// clusterSlotsCalls counts the CLUSTER SLOTS commands rc's nodes served.
+func clusterSlotsCalls(t *testing.T, rc *redistest.Cluster) int64 {
+	t.Helper()
+	var n int64
+	for _, node := range rc.Nodes() {
+		info, err := redis.String(node.Do(t, "INFO", "commandstats"), nil)
+		require.NoError(t, err)
+		for line := range strings.Lines(info) {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_cluster|slots:calls="); ok {
+				calls, _, _ := strings.Cut(rest, ",")
+				c, err := strconv.ParseInt(calls, 10, 64)
+				require.NoError(t, err)
+				n += c
+			}
+		}
+	}
+	return n
 }
 
 func TestClusterBlockingReadsWaitOnTheNodeOfTheirKeys(t *testing.T) {

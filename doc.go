@@ -83,6 +83,12 @@
 // command deadlines are a Pool's, but it has no background checker and no
 // bounded wait for a free connection (see its doc).
 //
+// # Redis Cluster
+//
+// NewCluster returns a Cluster: one Pool per node and a slot map that
+// routes each command to the node of its keys, following MOVED and ASK.
+// A dead node costs only the calls for its slots.
+//
 // # Metrics and shutdown
 //
 // Pool.Stats returns gauges (Active, Idle, InUse, Waiting) and counters,

@@ -12,9 +12,9 @@ MODULES := . internal/compat
 # needs nothing but Go; the module proxy and checksum database vouch for it.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test race fuzz bench lint deps build-examples
+.PHONY: test race fuzz bench lint deps build
 
-test: deps lint build-examples race fuzz
+test: deps lint build race fuzz
 
 # Install what the real-server and kernel-fault tests need. Without root the
 # tests that need them skip with a message saying how to run them.
@@ -61,5 +61,7 @@ lint:
 		(cd $$m && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...) || exit 1; \
 	done
 
-build-examples:
-	$(GO) build -o /dev/null ./examples/...
+# Link every program (examples/, cmd/): go vet and go test alone do not
+# link a main package without tests.
+build:
+	$(GO) build -o /dev/null ./examples/... ./cmd/...

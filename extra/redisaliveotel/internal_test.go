@@ -15,7 +15,9 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/redisalive/redisalive"
 )
@@ -101,4 +103,19 @@ func TestMetricHooksAllocateNothingPerEvent(t *testing.T) {
 		_, done := m.command(ctx, "GET")
 		done(nil)
 	}), "command: allocations per command (the closure)")
+}
+
+func TestServerAttrsNameTheServerAsOptionsAddrDoes(t *testing.T) {
+	base := []attribute.KeyValue{semconv.DBSystemNameRedis, semconv.DBNamespace("2")}
+	for _, tc := range []struct {
+		o    redisalive.Options
+		want []attribute.KeyValue
+	}{
+		{redisalive.Options{Network: "tcp", Addr: "cache.internal:6380", DB: 2}, []attribute.KeyValue{semconv.ServerAddress("cache.internal"), semconv.ServerPort(6380)}},
+		{redisalive.Options{Network: "tcp6", Addr: "[::1]:6379", DB: 2}, []attribute.KeyValue{semconv.ServerAddress("::1"), semconv.ServerPort(6379)}},
+		{redisalive.Options{Network: "tcp", Addr: "cache.internal:redis", DB: 2}, []attribute.KeyValue{semconv.ServerAddress("cache.internal")}},
+		{redisalive.Options{Network: "unix", Addr: "/run/redis.sock", DB: 2}, []attribute.KeyValue{semconv.ServerAddress("/run/redis.sock")}},
+	} {
+		assert.Equal(t, append(base, tc.want...), serverAttrs(tc.o), "serverAttrs(%s %s)", tc.o.Network, tc.o.Addr)
+	}
 }

@@ -17,16 +17,17 @@
 // db.client.connection.pool.name is WithPoolName's name, or else the pool's
 // Options.Addr. server.address and server.port come from Options.Addr (the
 // socket path alone for a unix socket); db.namespace is Options.DB, the
-// database each connection is opened with: a SELECT through the pool
-// closes its connection, so no other connection serves another database.
+// database index each connection is opened with, as the conventions advise
+// when the current one (after a SELECT) is not known.
 // db.operation.name is the command as the caller wrote it.
 //
 // error.type, set only when a command failed, is the error prefix of a
 // Redis error reply (ERR, WRONGTYPE, ...; db.response.status_code then
-// carries it too), pool_timeout (no free connection in time), pool_closed,
-// canceled (the caller's context), timeout (its deadline, or a read or
-// write deadline), eof (the server closed the connection), or else the Go
-// type of the innermost error, such as *net.OpError.
+// carries it too; _OTHER for a reply without one), pool_timeout (no free
+// connection in time), pool_closed, canceled (the caller's context),
+// timeout (its deadline, or a read or write deadline), eof (the server
+// closed the connection), or else the Go type of the innermost error,
+// such as *net.OpError.
 package redisaliveotel
 
 import (

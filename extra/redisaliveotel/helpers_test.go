@@ -2,6 +2,8 @@ package redisaliveotel_test
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -111,4 +113,29 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(pollEvery)
 	}
+}
+
+// commandAttrs are the attributes every span and every duration of a
+// command to addr have.
+func commandAttrs(t *testing.T, addr, cmd string) []attribute.KeyValue {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	n, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	return []attribute.KeyValue{semconv.DBSystemNameRedis, semconv.DBOperationName(cmd), semconv.DBNamespace("0"),
+		semconv.ServerAddress(host), semconv.ServerPort(n)}
+}
+
+// spanNamed returns the one ended span named name.
+func spanNamed(t *testing.T, spans []sdktrace.ReadOnlySpan, name string) sdktrace.ReadOnlySpan {
+	t.Helper()
+	var found []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if s.Name() == name {
+			found = append(found, s)
+		}
+	}
+	require.Len(t, found, 1, "spans named %s", name)
+	return found[0]
 }

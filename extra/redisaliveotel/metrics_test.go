@@ -2,8 +2,6 @@ package redisaliveotel_test
 
 import (
 	"context"
-	"net"
-	"strconv"
 	"testing"
 	"time"
 
@@ -62,13 +60,8 @@ func TestInstrumentMetricsReportsEveryInstrumentAfterKnownTraffic(t *testing.T) 
 	require.NoError(t, held.Close())
 	require.NoError(t, <-waited)
 
-	_, port, err := net.SplitHostPort(p.Options().Addr)
-	require.NoError(t, err)
-	portNum, err := strconv.Atoi(port)
-	require.NoError(t, err)
 	op := func(cmd string, failure ...attribute.KeyValue) string {
-		return attrKey(append(failure, semconv.DBSystemNameRedis, semconv.DBOperationName(cmd), semconv.DBNamespace("0"),
-			semconv.ServerAddress("127.0.0.1"), semconv.ServerPort(portNum))...)
+		return attrKey(append(commandAttrs(t, p.Options().Addr, cmd), failure...)...)
 	}
 	reason := func(r string) string { return attrKey(attribute.String("reason", r)) }
 	want := map[string]struct {

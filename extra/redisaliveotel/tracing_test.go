@@ -2,8 +2,6 @@ package redisaliveotel_test
 
 import (
 	"context"
-	"net"
-	"strconv"
 	"testing"
 	"time"
 
@@ -12,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
@@ -21,30 +18,6 @@ import (
 	"github.com/redisalive/redisalive/internal/faultproxy"
 	"github.com/redisalive/redisalive/internal/redistest"
 )
-
-// commandAttrs are the attributes every span of a command to addr has.
-func commandAttrs(t *testing.T, addr, cmd string) []attribute.KeyValue {
-	t.Helper()
-	host, port, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-	n, err := strconv.Atoi(port)
-	require.NoError(t, err)
-	return []attribute.KeyValue{semconv.DBSystemNameRedis, semconv.DBOperationName(cmd), semconv.DBNamespace("0"),
-		semconv.ServerAddress(host), semconv.ServerPort(n)}
-}
-
-// spanNamed returns the one ended span named name.
-func spanNamed(t *testing.T, spans []sdktrace.ReadOnlySpan, name string) sdktrace.ReadOnlySpan {
-	t.Helper()
-	var found []sdktrace.ReadOnlySpan
-	for _, s := range spans {
-		if s.Name() == name {
-			found = append(found, s)
-		}
-	}
-	require.Len(t, found, 1, "spans named %s", name)
-	return found[0]
-}
 
 // TestInstrumentTracingStartsOneClientSpanPerCommand: Do and Do on a
 // connection from Get each get a client span named after the command, a

@@ -7,7 +7,7 @@ GO ?= go
 # The library's module and the nested modules whose tests CI runs: each
 # keeps its own dependencies (redsync, OpenTelemetry, Prometheus) out of the
 # library's go.mod. bench/ is built by .ci/run and run by make bench.
-MODULES := . internal/compat
+MODULES := . internal/compat extra/redisaliveotel extra/redisaliveprom
 # staticcheck is run at a pinned version through go run, so a fresh machine
 # needs nothing but Go; the module proxy and checksum database vouch for it.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -1,0 +1,13 @@
+package redisaliveprom_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the run if any test leaves a goroutine behind: every pool
+// must have been closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

@@ -123,10 +123,9 @@ func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (any, e
 // runBlocking runs b on p under the Command hooks.
 func (p *Pool) runBlocking(ctx context.Context, b *blockingCall) (reply any, err error) {
 	if p.hooks.Load() != nil {
-		var done func(error)
-		if ctx, done = p.onCommand(ctx, b.cmd); done != nil {
-			defer func() { done(err) }()
-		}
+		var hooked commandHooks
+		ctx = p.beforeCommand(ctx, b.cmd, &hooked)
+		defer func() { p.afterCommand(b.cmd, &hooked, err) }()
 	}
 	return p.block(ctx, b)
 }

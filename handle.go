@@ -161,10 +161,9 @@ func (h *handle) DoWithTimeout(timeout time.Duration, cmd string, args ...any) (
 
 func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args []any) (reply any, err error) {
 	if cmd != "" && h.r.hooks.Load() != nil {
-		var done func(error)
-		if ctx, done = h.r.onCommand(ctx, cmd); done != nil {
-			defer func() { done(err) }()
-		}
+		var hooked commandHooks
+		ctx = h.r.beforeCommand(ctx, cmd, &hooked)
+		defer func() { h.r.afterCommand(cmd, &hooked, err) }()
 	}
 	h.mu.Lock()
 	c := h.c

@@ -151,10 +151,9 @@ func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (reply any, err 
 		return nil, errNilContext
 	}
 	if p.hooks.Load() != nil {
-		var done func(error)
-		if ctx, done = p.onCommand(ctx, cmd); done != nil {
-			defer func() { done(err) }()
-		}
+		var hooked commandHooks
+		ctx = p.beforeCommand(ctx, cmd, &hooked)
+		defer func() { p.afterCommand(cmd, &hooked, err) }()
 	}
 	info := lookupCommand(cmd, args)
 	if info.block.kind != notBlocking {
@@ -229,12 +228,13 @@ func (p *Pool) take(ctx context.Context, start, waitDeadline time.Time) (*conn, 
 		} else {
 			w := p.enqueueLocked()
 			p.mu.Unlock()
+			var err error
+			c, err = p.await(ctx, w, start, waitDeadline)
 			if !waited { // one checkout, one wait, however many turns it takes
-				p.counters.waits.Add(1)
+				p.counters.waits.Add(1) // with WaitDuration's first share
 				waited = true
 			}
-			var err error
-			if c, err = p.await(ctx, w, start, waitDeadline); err != nil {
+			if err != nil {
 				return nil, err
 			}
 			if c == nil { // handed a free slot
@@ -571,6 +571,11 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		}
 	}
 	defer close(p.closeDone)
+	p.each(func(h *Hook) {
+		if h.PoolClosing != nil {
+			h.PoolClosing()
+		}
+	})
 
 	p.mu.Lock()
 	p.closed = true

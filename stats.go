@@ -63,6 +63,37 @@ const (
 
 var closeReasonNames = [numCloseReasons]string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle"}
 
+// CloseReasons returns every CloseReason, for ranging over Stats.ClosedBy.
+func CloseReasons() []CloseReason {
+	rs := make([]CloseReason, numCloseReasons)
+	for i := range rs {
+		rs[i] = CloseReason(i)
+	}
+	return rs
+}
+
+// ClosedBy returns how many connections were closed for reason: the
+// counter of Stats named after it.
+func (s Stats) ClosedBy(reason CloseReason) int64 {
+	switch reason {
+	case CloseDead:
+		return s.DeadClosed
+	case CloseIdle:
+		return s.IdleClosed
+	case CloseLifetime:
+		return s.LifetimeClosed
+	case CloseError:
+		return s.ErrorClosed
+	case CloseCanceled:
+		return s.CanceledClosed
+	case CloseState:
+		return s.StateClosed
+	case CloseMaxIdle:
+		return s.MaxIdleClosed
+	}
+	return 0
+}
+
 // String returns the reason as a metric label: dead, idle, lifetime,
 // error, canceled, state or max_idle.
 func (r CloseReason) String() string {
@@ -116,13 +147,16 @@ func (p *Pool) Stats() Stats {
 // field is optional. Hooks run on the goroutine of the event, often the
 // caller's, so they must be quick; they may read Stats.
 type Hook struct {
-	// Command wraps each command a caller runs through Pool.Do, the
-	// blocking reads (BRPop, BLPop, BLMove) or Do, DoContext and
-	// DoWithTimeout on a connection from Get; not the pool's own commands
-	// (health PINGs and the like). It is called with the caller's context
-	// before the command and returns the context to run it with (carrying
-	// a span, say) and a function called with its error when it returns.
-	Command func(ctx context.Context, cmd string) (context.Context, func(err error))
+	// Command is called before each command a caller runs through
+	// Pool.Do, the blocking reads (BRPop, BLPop, BLMove) or Do, DoContext
+	// and DoWithTimeout on a connection from Get; not before the pool's own
+	// commands (health PINGs and the like). It returns the context to run
+	// the command with: the caller's, or one carrying a span, say.
+	Command func(ctx context.Context, cmd string) context.Context
+	// CommandDone is called when such a command returns, with the context
+	// this hook's Command returned (the caller's if it has none), how long
+	// the command took from checkout to reply, and its error.
+	CommandDone func(ctx context.Context, cmd string, took time.Duration, err error)
 	// Checkout is called when a checkout ends, with how long it took to
 	// get a connection (waiting for a free one, checking an idle one,
 	// dialling a new one) and its error.
@@ -138,6 +172,9 @@ type Hook struct {
 	// Redial is called when a round of a blocking read failed on the
 	// network and the read goes on on a new connection.
 	Redial func(ctx context.Context, cmd string, err error)
+	// PoolClosing is called once, when the pool's Close or Shutdown
+	// begins, so that a hook can release what it holds for the pool.
+	PoolClosing func()
 }
 
 // AddHook adds h to the pool's hooks. Hooks run in the order they were
@@ -157,28 +194,37 @@ func (p *Pool) AddHook(h Hook) {
 	}
 }
 
-// onCommand runs the Command hooks before a caller's command: it returns
-// the context to run it with and, if any hook wants it, the function to
-// call with its error.
-func (r *runner) onCommand(ctx context.Context, cmd string) (context.Context, func(error)) {
-	hooks := r.hooks.Load()
-	if hooks == nil {
-		return ctx, nil
-	}
-	var dones []func(error)
-	for _, h := range *hooks {
-		if h.Command != nil {
-			var done func(error)
-			ctx, done = h.Command(ctx, cmd)
-			dones = append(dones, done)
+// commandHooks carries a command's hook state from before to after it:
+// each hook's own context, inline for the usual few hooks.
+type commandHooks struct {
+	start time.Time
+	ctxs  []context.Context
+	inl   [4]context.Context
+}
+
+// beforeCommand runs the Command hooks before a caller's command and
+// returns the context to run it with.
+func (r *runner) beforeCommand(ctx context.Context, cmd string, h *commandHooks) context.Context {
+	hooks := *r.hooks.Load()
+	h.start = time.Now()
+	h.ctxs = h.inl[:0]
+	for i := range hooks {
+		if hooks[i].Command != nil {
+			ctx = hooks[i].Command(ctx, cmd)
 		}
+		h.ctxs = append(h.ctxs, ctx)
 	}
-	if dones == nil {
-		return ctx, nil
-	}
-	return ctx, func(err error) {
-		for i := len(dones) - 1; i >= 0; i-- {
-			dones[i](err)
+	return ctx
+}
+
+// afterCommand runs the CommandDone hooks, the last added first, as
+// deferred calls would.
+func (r *runner) afterCommand(cmd string, h *commandHooks, err error) {
+	hooks := *r.hooks.Load()
+	took := time.Since(h.start)
+	for i := min(len(hooks), len(h.ctxs)) - 1; i >= 0; i-- {
+		if hooks[i].CommandDone != nil {
+			hooks[i].CommandDone(h.ctxs[i], cmd, took, err)
 		}
 	}
 }

@@ -39,10 +39,17 @@ func (l *hookLog) all() []string {
 
 func (l *hookLog) hook(name string) redisalive.Hook {
 	return redisalive.Hook{
-		Command: func(ctx context.Context, cmd string) (context.Context, func(error)) {
+		Command: func(ctx context.Context, cmd string) context.Context {
 			l.add("%s command %s", name, cmd)
-			return context.WithValue(ctx, hookKey(name), true), func(err error) { l.add("%s done %s err=%v", name, cmd, err != nil) }
+			return context.WithValue(ctx, hookKey(name), true)
 		},
+		CommandDone: func(ctx context.Context, cmd string, took time.Duration, err error) {
+			if ctx.Value(hookKey(name)) == nil {
+				l.add("%s done without the context its Command made", name)
+			}
+			l.add("%s done %s err=%v", name, cmd, err != nil)
+		},
+		PoolClosing: func() { l.add("%s pool closing", name) },
 		Checkout: func(ctx context.Context, took time.Duration, err error) {
 			l.add("%s checkout err=%v", name, err != nil)
 		},
@@ -67,6 +74,8 @@ func TestHooksSeeEveryEventInOrderAndNestCommands(t *testing.T) {
 		"a use", "b use",
 		"b done SET err=false", "a done SET err=false",
 	}, log.all())
+	p.Close()
+	assert.Equal(t, []string{"a pool closing", "b pool closing"}, log.all()[10:])
 }
 
 func TestHooksSeeClosesAndPoolTimeouts(t *testing.T) {
@@ -119,4 +128,18 @@ func TestRedialHookSeesABlockingReadRideOutADeadLink(t *testing.T) {
 	proxy.Heal()
 	srv.Do(t, "LPUSH", "q", "x")
 	require.NoError(t, <-done)
+}
+
+// TestEveryCloseReasonHasANameAndACounter: what ranges over CloseReasons
+// (the metrics modules do) sees every reason, each with its counter.
+func TestEveryCloseReasonHasANameAndACounter(t *testing.T) {
+	s := redisalive.Stats{DeadClosed: 1, IdleClosed: 2, LifetimeClosed: 3, ErrorClosed: 4, CanceledClosed: 5, StateClosed: 6, MaxIdleClosed: 7}
+	var names []string
+	var sum int64
+	for _, r := range redisalive.CloseReasons() {
+		names = append(names, r.String())
+		sum += s.ClosedBy(r)
+	}
+	assert.Equal(t, []string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle"}, names)
+	assert.Equal(t, int64(1+2+3+4+5+6+7), sum, "every counter, once")
 }

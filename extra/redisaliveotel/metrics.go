@@ -70,12 +70,13 @@ func InstrumentMetrics(p *redisalive.Pool, opts ...Option) error {
 	if err != nil {
 		return fmt.Errorf("redisaliveotel: instruments for pool %q: %w", c.poolName, err)
 	}
-	p.AddHook(redisalive.Hook{Command: m.command, Checkout: m.checkout, Dial: m.dial, Use: m.use})
+	p.AddHook(redisalive.Hook{CommandDone: m.commandDone, Checkout: m.checkout, Dial: m.dial, Use: m.use, PoolClosing: m.unregister})
 	return nil
 }
 
 // metrics records one pool's events in its histograms.
 type metrics struct {
+	callback                                  metric.Registration // of the Stats observations
 	waitTime, createTime, useTime, opDuration metric.Float64Histogram
 	// pool is the options of a point with the pool's name alone, built
 	// once, like ops, so that recording allocates nothing.
@@ -124,8 +125,8 @@ func newMetrics(meter metric.Meter, p *redisalive.Pool, poolName string) (*metri
 		{timeouts.Inst(), func(s *redisalive.Stats) int64 { return s.PoolTimeouts }, pool},
 		{subscriptions, func(s *redisalive.Stats) int64 { return int64(s.Subscriptions) }, pool},
 	}
-	for _, r := range closeReasons {
-		obs = append(obs, observation{closed, r.count, withPool(attribute.String("reason", r.reason.String()))})
+	for _, r := range redisalive.CloseReasons() {
+		obs = append(obs, observation{closed, func(s *redisalive.Stats) int64 { return s.ClosedBy(r) }, withPool(attribute.String("reason", r.String()))})
 	}
 	for _, c := range counters {
 		inst, err := meter.Int64ObservableCounter(c.name, metric.WithUnit(c.unit), metric.WithDescription(c.description))
@@ -138,18 +139,20 @@ func newMetrics(meter metric.Meter, p *redisalive.Pool, poolName string) (*metri
 	for i, ob := range obs {
 		insts[i] = ob.inst
 	}
-	if _, err := meter.RegisterCallback(func(_ context.Context, obsv metric.Observer) error {
+	reg, err := meter.RegisterCallback(func(_ context.Context, obsv metric.Observer) error {
 		s := p.Stats()
 		for _, ob := range obs {
 			obsv.ObserveInt64(ob.inst, ob.value(&s), ob.attrs)
 		}
 		return nil
-	}, insts...); err != nil {
+	}, insts...)
+	if err != nil {
 		return nil, err
 	}
 
 	server := append(serverAttrs(o), poolAttr)
 	return &metrics{
+		callback: reg,
 		waitTime: waitTime.Inst(), createTime: createTime.Inst(), useTime: useTime.Inst(), opDuration: opDuration.Inst(),
 		pool: []metric.RecordOption{pool},
 		ops: newCache(func(k opKey) []metric.RecordOption {
@@ -179,26 +182,10 @@ var counters = []struct {
 		func(s *redisalive.Stats) int64 { return s.SubscriptionGaps }},
 }
 
-// closeReasons pairs each CloseReason with its counter in Stats.
-var closeReasons = []struct {
-	reason redisalive.CloseReason
-	count  func(*redisalive.Stats) int64
-}{
-	{redisalive.CloseDead, func(s *redisalive.Stats) int64 { return s.DeadClosed }},
-	{redisalive.CloseIdle, func(s *redisalive.Stats) int64 { return s.IdleClosed }},
-	{redisalive.CloseLifetime, func(s *redisalive.Stats) int64 { return s.LifetimeClosed }},
-	{redisalive.CloseError, func(s *redisalive.Stats) int64 { return s.ErrorClosed }},
-	{redisalive.CloseCanceled, func(s *redisalive.Stats) int64 { return s.CanceledClosed }},
-	{redisalive.CloseState, func(s *redisalive.Stats) int64 { return s.StateClosed }},
-	{redisalive.CloseMaxIdle, func(s *redisalive.Stats) int64 { return s.MaxIdleClosed }},
-}
-
-// command times a caller's command, from before its checkout to its reply.
-func (m *metrics) command(ctx context.Context, cmd string) (context.Context, func(error)) {
-	start := time.Now()
-	return ctx, func(err error) {
-		m.opDuration.Record(ctx, time.Since(start).Seconds(), m.ops.get(opKey{cmd, classify(err)})...)
-	}
+// commandDone records a caller's command, from before its checkout to its
+// reply.
+func (m *metrics) commandDone(ctx context.Context, cmd string, took time.Duration, err error) {
+	m.opDuration.Record(ctx, took.Seconds(), m.ops.get(opKey{cmd, classify(err)})...)
 }
 
 // checkout records successful checkouts only: one that failed obtained no
@@ -217,6 +204,10 @@ func (m *metrics) dial(ctx context.Context, took time.Duration, err error) {
 		m.createTime.Record(ctx, took.Seconds(), m.pool...)
 	}
 }
+
+// unregister stops observing a closed pool, so that its last values are
+// not reported for ever and the meter provider does not keep it reachable.
+func (m *metrics) unregister() { m.callback.Unregister() }
 
 func (m *metrics) use(held time.Duration) {
 	m.useTime.Record(context.Background(), held.Seconds(), m.pool...)

@@ -153,3 +153,15 @@ func TestInstrumentMetricsAndTracingRejectANilPool(t *testing.T) {
 		}
 	}
 }
+
+// TestInstrumentMetricsStopsObservingAClosedPool: once the pool closes,
+// its Stats are no longer read at collection, and the meter provider no
+// longer keeps the pool reachable.
+func TestInstrumentMetricsStopsObservingAClosedPool(t *testing.T) {
+	p := newMiniPool(t, redisalive.Options{})
+	mp, reader := newMeterProvider(t)
+	require.NoError(t, redisaliveotel.InstrumentMetrics(p, redisaliveotel.WithMeterProvider(mp)))
+	require.Contains(t, collect(t, reader), "db.client.connection.count", "observed while open")
+	require.NoError(t, p.Close())
+	assert.NotContains(t, collect(t, reader), "db.client.connection.count", "observed after Close")
+}

@@ -2,6 +2,7 @@ package redisaliveotel
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -41,7 +42,7 @@ func InstrumentTracing(p *redisalive.Pool, opts ...Option) error {
 			return []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...)}
 		}),
 	}
-	p.AddHook(redisalive.Hook{Command: t.command, Redial: t.redial})
+	p.AddHook(redisalive.Hook{Command: t.command, CommandDone: t.commandDone, Redial: t.redial})
 	return nil
 }
 
@@ -52,15 +53,20 @@ type tracing struct {
 	starts *cache[[]trace.SpanStartOption]
 }
 
-func (t *tracing) command(ctx context.Context, cmd string) (context.Context, func(error)) {
-	ctx, span := t.tracer.Start(ctx, cmd, t.starts.get(opKey{cmd: cmd})...)
-	return ctx, func(err error) {
-		if err != nil {
-			span.SetAttributes(classify(err).attrs()...)
-			span.SetStatus(codes.Error, err.Error())
-		}
-		span.End()
+func (t *tracing) command(ctx context.Context, cmd string) context.Context {
+	ctx, _ = t.tracer.Start(ctx, cmd, t.starts.get(opKey{cmd: cmd})...)
+	return ctx
+}
+
+// commandDone ends the span command started: the hook is given the context
+// its Command returned.
+func (t *tracing) commandDone(ctx context.Context, _ string, _ time.Duration, err error) {
+	span := trace.SpanFromContext(ctx)
+	if err != nil {
+		span.SetAttributes(classify(err).attrs()...)
+		span.SetStatus(codes.Error, err.Error())
 	}
+	span.End()
 }
 
 // redial marks the blocking read's span: the hook is given the context the

@@ -81,9 +81,9 @@ func NewCollector(p *redisalive.Pool, poolName string) prometheus.Collector {
 			func(s *redisalive.Stats) int64 { return s.SubscriptionGaps }),
 	}
 	closed := desc("connections_closed_total", "Connections the pool closed, by reason: dead, idle, lifetime, error, canceled, state or max_idle.", "reason")
-	for _, r := range closeReasons {
+	for _, r := range redisalive.CloseReasons() {
 		c.stats = append(c.stats, stat{closed, prometheus.CounterValue,
-			func(s *redisalive.Stats) float64 { return float64(r.count(s)) }, []string{r.reason.String()}})
+			func(s *redisalive.Stats) float64 { return float64(s.ClosedBy(r)) }, []string{r.String()}})
 	}
 	return c
 }
@@ -100,20 +100,6 @@ type stat struct {
 	valueType   prometheus.ValueType
 	value       func(*redisalive.Stats) float64
 	labelValues []string
-}
-
-// closeReasons pairs each CloseReason with its counter in Stats.
-var closeReasons = []struct {
-	reason redisalive.CloseReason
-	count  func(*redisalive.Stats) int64
-}{
-	{redisalive.CloseDead, func(s *redisalive.Stats) int64 { return s.DeadClosed }},
-	{redisalive.CloseIdle, func(s *redisalive.Stats) int64 { return s.IdleClosed }},
-	{redisalive.CloseLifetime, func(s *redisalive.Stats) int64 { return s.LifetimeClosed }},
-	{redisalive.CloseError, func(s *redisalive.Stats) int64 { return s.ErrorClosed }},
-	{redisalive.CloseCanceled, func(s *redisalive.Stats) int64 { return s.CanceledClosed }},
-	{redisalive.CloseState, func(s *redisalive.Stats) int64 { return s.StateClosed }},
-	{redisalive.CloseMaxIdle, func(s *redisalive.Stats) int64 { return s.MaxIdleClosed }},
 }
 
 // Describe sends the descriptions of every metric, so that a registry can

@@ -118,7 +118,7 @@ redisalive_dials_total{pool="cache"} 2
 redisalive_dial_errors_total{pool="cache"} 0
 # HELP redisalive_waits_total Checkouts that had to wait for a free connection.
 # TYPE redisalive_waits_total counter
-redisalive_waits_total{pool="cache"} 2
+redisalive_waits_total{pool="cache"} 1
 # HELP redisalive_pool_timeouts_total Waits for a free connection that ended without one.
 # TYPE redisalive_pool_timeouts_total counter
 redisalive_pool_timeouts_total{pool="cache"} 1

@@ -16,8 +16,8 @@ import (
 // As with redigo's own connections, one goroutine may receive while
 // another sends: the Pub/Sub pattern of redis.PubSubConn.
 type handle struct {
-	r       *runner
-	release func(c *conn, reuse bool) // takes the connection back at Close
+	r    *runner
+	pool *Pool // takes the connection back at Close; nil for a redigo pool's, which closes it
 
 	quiet *quietRead // for reads once subscribed; set up by the first
 
@@ -92,7 +92,13 @@ func (h *handle) Close() error {
 		}
 		reuse = err == nil
 	}
-	h.release(c, reuse)
+	if h.pool == nil {
+		// redigo calls Close only on connections it discards, after its
+		// own cleanup or when the connection is broken.
+		c.close()
+		return nil
+	}
+	h.pool.put(c, reuse)
 	return nil
 }
 

@@ -121,7 +121,7 @@ func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &handle{r: &p.runner, c: c, release: p.put}, nil
+	return &handle{r: &p.runner, pool: p, c: c}, nil
 }
 
 // Do checks out a connection, runs one command and returns the connection,

@@ -61,9 +61,7 @@ func NewRedigoPool(opts Options) (*redis.Pool, error) {
 				return nil, r.wrapErr(ctx, "connect", err)
 			}
 			r.counters.dials.Add(1)
-			// redigo calls Close only on connections it discards: after its
-			// own cleanup, or when the connection is broken.
-			return &handle{r: r, c: c, release: func(c *conn, _ bool) { c.close() }}, nil
+			return &handle{r: r, c: c}, nil
 		},
 		TestOnBorrowContext: func(ctx context.Context, rc redis.Conn, lastUsed time.Time) error {
 			return r.testOnBorrow(ctx, rc, lastUsed)

@@ -74,6 +74,8 @@ func lookupCommand(cmd string, args []any) cmdInfo {
 		switch {
 		case eq(cmd, "EXEC"):
 			return cmdInfo{effect: effCloseTx}
+		case eq(cmd, "AUTH"), eq(cmd, "QUIT"):
+			return cmdInfo{effect: effTaint}
 		case eq(cmd, "WAIT") && len(args) == 2:
 			return cmdInfo{block: blockSpec{kind: blockWait, arg: 1, unit: time.Millisecond}}
 		}
@@ -94,7 +96,8 @@ func lookupCommand(cmd string, args []any) cmdInfo {
 		}
 	case 6:
 		switch {
-		case eq(cmd, "SELECT"):
+		case eq(cmd, "SELECT"), eq(cmd, "ASKING"):
+			// ASKING applies to the connection's next command, whoever runs it.
 			return cmdInfo{effect: effTaint}
 		case eq(cmd, "CLIENT") && len(args) > 0:
 			// CLIENT REPLY OFF|SKIP and CLIENT TRACKING change what later
@@ -123,10 +126,16 @@ func lookupCommand(cmd string, args []any) cmdInfo {
 			return cmdInfo{block: blockSpec{kind: blockWaitAOF, arg: 2, unit: time.Millisecond}}
 		}
 	case 8:
-		if (eq(cmd, "BZPOPMIN") || eq(cmd, "BZPOPMAX")) && len(args) >= 2 {
+		switch {
+		case (eq(cmd, "BZPOPMIN") || eq(cmd, "BZPOPMAX")) && len(args) >= 2:
 			return cmdInfo{block: last}
+		case eq(cmd, "READONLY"):
+			return cmdInfo{effect: effTaint}
 		}
 	case 9:
+		if eq(cmd, "READWRITE") {
+			return cmdInfo{effect: effTaint}
+		}
 		if eq(cmd, "SUBSCRIBE") {
 			return cmdInfo{effect: effSubscribe}
 		}

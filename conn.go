@@ -38,6 +38,10 @@ type limitConn struct {
 	// Owned by the goroutine that reads.
 	readDeadline time.Time // as last set, after the cap
 	quiet        *quietRead
+	// replyWithin, on a shared connection, is how long a read may wait:
+	// its reader reads only while replies are due, so each read syscall
+	// gets this deadline, and redigo's per-reply deadlines are ignored.
+	replyWithin time.Duration
 }
 
 // quietRead lets a read wait as long as the link is healthy. It suits a
@@ -72,6 +76,9 @@ func (c *limitConn) SetDeadline(t time.Time) error {
 }
 
 func (c *limitConn) SetReadDeadline(t time.Time) error {
+	if c.replyWithin > 0 {
+		return nil
+	}
 	t = c.clamp(t)
 	c.readDeadline = t
 	err := c.Conn.SetReadDeadline(t)
@@ -86,10 +93,14 @@ func (c *limitConn) SetWriteDeadline(t time.Time) error {
 }
 
 func (c *limitConn) Read(b []byte) (int, error) {
-	if c.quiet == nil {
-		return c.Conn.Read(b)
+	switch {
+	case c.replyWithin > 0:
+		c.Conn.SetReadDeadline(time.Now().Add(c.replyWithin))
+		c.reabort()
+	case c.quiet != nil:
+		return c.readQuietly(b)
 	}
-	return c.readQuietly(b)
+	return c.Conn.Read(b)
 }
 
 // readQuietly reads until data arrives, the deadline last set passes, or

@@ -146,6 +146,10 @@ func (p *Pool) healthPass(now time.Time) time.Time {
 	}
 	p.putBack(peek)
 	p.putBack(ping) // last, to the bottom: the least recently used
+	if p.pipes != nil {
+		p.checkShared(now)
+		next = earliest(next, now.Add(peekEvery))
+	}
 
 	for _, l := range leaks {
 		p.cfg.logger.Warn("redisalive: connection held longer than LeakDetectionThreshold",

@@ -154,6 +154,23 @@ type Options struct {
 	// DefaultPubSubPingInterval.
 	PubSubPingInterval time.Duration
 
+	// AutoPipeline makes Do send ordinary commands over a few connections
+	// shared by all callers: commands queued meanwhile go out in one write
+	// and their replies are read in one read, so throughput under
+	// concurrency rises well past one connection per caller. Commands that
+	// cannot share a connection (blocking commands, MULTI/EXEC/WATCH,
+	// SUBSCRIBE, SELECT and the like) keep a connection of their own, as
+	// do Get's. Every bound stays: see the README's Auto-pipelining
+	// section. Zero: off.
+	AutoPipeline bool
+	// PipelineConns is how many connections AutoPipeline shares, out of
+	// MaxActive. Zero: DefaultPipelineConns.
+	PipelineConns int
+	// PipelineDepth bounds the commands queued or awaiting their reply on
+	// each shared connection; a caller past it waits for room, bounded by
+	// its context or PoolTimeout. Zero: DefaultPipelineDepth.
+	PipelineDepth int
+
 	// LeakDetectionThreshold logs, once, every connection held checked out
 	// longer than this, with the stack that checked it out, and counts it
 	// in Stats.Leaks. Zero: off.
@@ -205,6 +222,8 @@ type config struct {
 	healthInterval     time.Duration
 	blockSlice         time.Duration
 	pingInterval       time.Duration
+	pipelineConns      int // 0: no auto-pipelining
+	pipelineDepth      int
 	leakThreshold      time.Duration
 	logger             *slog.Logger
 }
@@ -295,6 +314,15 @@ func newConfig(o Options) (config, error) {
 	if o.MaxActive > 0 && o.MaxIdle > o.MaxActive {
 		return bad("MaxIdle", o.MaxIdle, fmt.Sprintf("must not exceed MaxActive (%d)", o.MaxActive))
 	}
+	if o.PipelineConns < 0 {
+		return bad("PipelineConns", o.PipelineConns, "must not be negative (zero selects the default)")
+	}
+	if o.PipelineDepth < 0 {
+		return bad("PipelineDepth", o.PipelineDepth, "must not be negative (zero selects the default)")
+	}
+	if !o.AutoPipeline && (o.PipelineConns != 0 || o.PipelineDepth != 0) {
+		return bad("AutoPipeline", false, "PipelineConns and PipelineDepth apply only with AutoPipeline")
+	}
 
 	c := config{
 		network: network, addr: o.Addr,
@@ -325,6 +353,13 @@ func newConfig(o Options) (config, error) {
 	}
 	if c.maxIdle == 0 {
 		c.maxIdle = c.maxActive
+	}
+	if o.AutoPipeline {
+		c.pipelineConns = cmp.Or(o.PipelineConns, DefaultPipelineConns)
+		c.pipelineDepth = cmp.Or(o.PipelineDepth, DefaultPipelineDepth)
+		if c.pipelineConns >= c.maxActive {
+			return bad("PipelineConns", c.pipelineConns, fmt.Sprintf("must be less than MaxActive (%d): blocking reads, transactions and Get need connections of their own", c.maxActive))
+		}
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -454,6 +489,7 @@ func (c *config) options() Options {
 		KeepAlive: c.keepAlive, TCPUserTimeout: c.userTimeout,
 		HealthCheckInterval: c.healthInterval, BlockSlice: c.blockSlice,
 		PubSubPingInterval: c.pingInterval, LeakDetectionThreshold: c.leakThreshold,
+		AutoPipeline: c.pipelineConns > 0, PipelineConns: c.pipelineConns, PipelineDepth: c.pipelineDepth,
 		Logger: c.logger,
 	}
 }

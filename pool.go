@@ -40,6 +40,9 @@ type Pool struct {
 
 	blockLog logLimit // rate limit for blocking-read warnings
 
+	pipes    []pipeSlot // the shared connections of AutoPipeline; nil without it
+	pipeNext atomic.Uint32
+
 	mu      sync.Mutex // guards the fields below
 	idle    []*conn    // LIFO: the most recently returned last
 	all     map[*conn]struct{}
@@ -72,6 +75,12 @@ func NewPool(opts Options) (*Pool, error) {
 		drained:   make(chan struct{}),
 	}
 	p.closing, p.cancel = context.WithCancel(context.Background())
+	if cfg.pipelineConns > 0 {
+		p.pipes = make([]pipeSlot, cfg.pipelineConns)
+		for i := range p.pipes {
+			p.pipes[i].lock = make(chan struct{}, 1)
+		}
+	}
 	p.wg.Add(1)
 	go p.healthLoop()
 	return p, nil
@@ -160,6 +169,9 @@ func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (reply any, err 
 		if total, ok := info.block.blockTime(args); ok {
 			return p.block(ctx, newBlockingCall(cmd, args, info.block, total, time.Now()))
 		}
+	}
+	if p.pipes != nil && info.effect == effNone && cmd != "" {
+		return p.pipelined(ctx, cmd, args)
 	}
 	start := time.Now()
 	wait := waitDeadline(ctx, start, p.cfg.poolTimeout)

@@ -44,6 +44,11 @@ type Stats struct {
 	BlockingRedials int64 // times a blocking read replaced a failed connection
 
 	SubscriptionGaps int64 // times a Subscription reconnected and reported lost messages
+
+	// With AutoPipeline: commands sent over shared connections, and the
+	// writes that sent them; their ratio is the mean batch.
+	Pipelined       int64
+	PipelineBatches int64
 }
 
 // CloseReason is why the pool closed a connection; Stats counts each, and a
@@ -112,6 +117,7 @@ type counters struct {
 	closed                          [numCloseReasons]atomic.Int64
 	blockingRounds, blockingRedials atomic.Int64
 	subscriptions, subscriptionGaps atomic.Int64
+	pipelined, pipelineBatches      atomic.Int64
 }
 
 // Stats returns a snapshot of the pool's gauges and counters. It takes the
@@ -139,6 +145,7 @@ func (p *Pool) Stats() Stats {
 	s.MaxIdleClosed = c.closed[CloseMaxIdle].Load()
 	s.BlockingRounds, s.BlockingRedials = c.blockingRounds.Load(), c.blockingRedials.Load()
 	s.Subscriptions, s.SubscriptionGaps = int(c.subscriptions.Load()), c.subscriptionGaps.Load()
+	s.Pipelined, s.PipelineBatches = c.pipelined.Load(), c.pipelineBatches.Load()
 	return s
 }
 

@@ -3,12 +3,14 @@ package redisalive_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -103,4 +105,67 @@ func randomCall(p *redisalive.Pool, rng *rand.Rand) error {
 func expectedStressError(err error) bool {
 	return errors.Is(err, redisalive.ErrPoolClosed) || errors.Is(err, redisalive.ErrPoolTimeout) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// TestRandomDoCancelCloseOnSharedConnectionsMatchesEveryReply hammers an
+// auto-pipelining pool with commands from many goroutines, some cancelled
+// at random points, then closes it mid-traffic. Each caller sends a value
+// of its own and must get exactly it back: a reply handed to the wrong
+// caller, or a cancelled caller's reply read by a later one, fails it.
+func TestRandomDoCancelCloseOnSharedConnectionsMatchesEveryReply(t *testing.T) {
+	p, mr := newMiniPool(t, redisalive.Options{AutoPipeline: true, PipelineDepth: 16, PoolTimeout: 50 * time.Millisecond})
+	stop := time.Now().Add(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	var succeeded, interrupted atomic.Int64
+	problems := make(chan string, 100)
+	report := func(format string, args ...any) {
+		select {
+		case problems <- fmt.Sprintf(format, args...):
+		default:
+		}
+	}
+	for g := range 32 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 2))
+			for i := 0; i < 100_000 && time.Now().Before(stop); i++ {
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				switch rng.IntN(3) {
+				case 0:
+					ctx, cancel = context.WithCancel(ctx)
+					time.AfterFunc(time.Duration(rng.IntN(300))*time.Microsecond, cancel)
+				case 1:
+					ctx, cancel = context.WithTimeout(ctx, time.Duration(rng.IntN(2000))*time.Microsecond)
+				}
+				want := fmt.Sprint(g, "/", i)
+				got, err := redis.String(p.Do(ctx, "ECHO", want))
+				cancel()
+				switch {
+				case err == nil && got != want:
+					report("caller %d got %q, want %q", g, got, want)
+				case err == nil:
+					succeeded.Add(1)
+				case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+					interrupted.Add(1)
+				case !expectedStressError(err):
+					report("unexpected error: %v", err)
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second) // let traffic run, then close under it
+	closeErr := p.Close()
+	wg.Wait()
+	close(problems)
+	for msg := range problems {
+		t.Error(msg)
+	}
+	if closeErr != nil {
+		assert.ErrorIs(t, closeErr, context.DeadlineExceeded)
+	}
+	s := p.Stats()
+	t.Logf("%d calls succeeded, %d interrupted; %d commands pipelined in %d writes", succeeded.Load(), interrupted.Load(), s.Pipelined, s.PipelineBatches)
+	assert.Positive(t, succeeded.Load(), "no call succeeded: the test proves nothing")
+	assert.Positive(t, interrupted.Load(), "no call was interrupted by its context")
+	assert.Equal(t, 0, s.Active, "stats after Close: %+v", s)
+	require.Eventually(t, func() bool { return mr.CurrentConnectionCount() == 0 }, 2*time.Second, 10*time.Millisecond)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 	"golang.org/x/sys/unix"
 
 	"github.com/redisalive/redisalive"
@@ -51,9 +52,11 @@ var clients = []struct {
 	open func(addr string, size int) (client, error)
 }{
 	{"redisalive-Do", openRedisaliveDo},
+	{"redisalive-auto", openRedisaliveAuto},
 	{"redisalive-Get", openRedisaliveGet},
 	{"redigo", openRedigo},
 	{"go-redis", openGoRedis},
+	{"rueidis", openRueidis},
 }
 
 func BenchmarkGET(b *testing.B) {
@@ -164,7 +167,18 @@ func checkoutDo(get func() (redis.Conn, error)) func(cmd string, args ...any) er
 }
 
 func openRedisaliveDo(addr string, size int) (client, error) {
-	p, err := openRedisalive(addr, size, redisalive.Options{})
+	return openRedisaliveOpts(addr, size, redisalive.Options{})
+}
+
+// openRedisaliveAuto is Pool.Do with AutoPipeline: the callers share the
+// pipelines' connections, so the pool's size does not matter to it beyond
+// holding them.
+func openRedisaliveAuto(addr string, size int) (client, error) {
+	return openRedisaliveOpts(addr, max(size, redisalive.DefaultPipelineConns+1), redisalive.Options{AutoPipeline: true, PipelineConns: pipeConns()})
+}
+
+func openRedisaliveOpts(addr string, size int, opts redisalive.Options) (client, error) {
+	p, err := openRedisalive(addr, size, opts)
 	if err != nil {
 		return client{}, err
 	}
@@ -245,6 +259,21 @@ func openGoRedis(addr string, size int) (client, error) {
 		get:   func() error { return rdb.Get(ctx, benchKey).Err() },
 		set:   func() error { return rdb.Set(ctx, benchKey, benchValue, 0).Err() },
 		close: func() { rdb.Close() },
+	}, nil
+}
+
+// openRueidis is rueidis with its defaults, client-side caching off: it
+// auto-pipelines over its own connections, whatever size is.
+func openRueidis(addr string, _ int) (client, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+	if err != nil {
+		return client{}, err
+	}
+	ctx := context.Background()
+	return client{
+		get:   func() error { return c.Do(ctx, c.B().Get().Key(benchKey).Build()).Error() },
+		set:   func() error { return c.Do(ctx, c.B().Set().Key(benchKey).Value(benchValue).Build()).Error() },
+		close: c.Close,
 	}, nil
 }
 
@@ -438,4 +467,11 @@ func startServer(b *testing.B) *redistest.Server {
 		}
 	}
 	return srv
+}
+
+// pipeConns is BENCH_PIPELINE_CONNS, to compare numbers of shared
+// connections; 0 selects the library's default.
+func pipeConns() int {
+	n, _ := strconv.Atoi(os.Getenv("BENCH_PIPELINE_CONNS"))
+	return n
 }

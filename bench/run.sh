@@ -7,6 +7,8 @@
 #   BENCH_ROUNDS        rounds of the throughput suite (default 16)
 #   BENCH_TIME          -benchtime per benchmark per round (default 500ms)
 #   BENCH_HEALTH_COUNT  -count of the health-checker benchmark (default 3)
+#   BENCH_PIPELINE_CONNS  shared connections of redisalive-auto (default: the
+#                       library's DefaultPipelineConns)
 #   BENCH_PIN=1         pin redis-server to the last CPU and the clients to
 #                       the others, so they never share a core: throughput
 #                       is then bound by the client's own CPU cost
@@ -83,7 +85,7 @@ go run ./cmd/benchtable "$raw"
 # proxy; without network access the table above still stands.
 echo '```'
 if ! go run golang.org/x/perf/cmd/benchstat@latest \
-	-col '/client@(redigo redisalive-Do redisalive-Get go-redis redisalive)' "$raw"; then
+	-col '/client@(redigo redisalive-Do redisalive-auto redisalive-Get go-redis rueidis redisalive)' "$raw"; then
 	echo "run.sh: benchstat unavailable; skipped" >&2
 fi
 echo '```'

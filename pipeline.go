@@ -1,0 +1,415 @@
+package redisalive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Defaults applied to zero-valued pipelining Options.
+const (
+	DefaultPipelineConns = 2
+	DefaultPipelineDepth = 1024
+)
+
+// pipelineRetries bounds how often a command is moved to another shared
+// connection because the one it was queued on failed before writing it.
+const pipelineRetries = 3
+
+// errRequeue tells a caller that the shared connection it queued on
+// failed before its command was written: the command provably never
+// reached the server, so it may go to another connection.
+var errRequeue = errors.New("redisalive: shared connection failed before the command was sent")
+
+// pipeline is one shared connection of an auto-pipelining pool. Callers
+// queue commands; a writer goroutine sends whatever is queued in one write;
+// a reader goroutine reads the replies, in order, and hands each to its
+// caller. redigo allows one goroutine sending and one receiving on a
+// connection, which is all this needs.
+type pipeline struct {
+	p  *Pool
+	c  *conn
+	rc redis.Conn // redigo over c's socket without timeouts: set once per write and per read instead
+
+	slots    chan struct{} // a token per command queued or in flight: bounds memory
+	wake     chan struct{} // work for the writer
+	inflight chan *request // written, in order, replies due; closed by the writer as it ends
+	done     chan struct{} // closed when the pipeline takes no more commands
+
+	mu    sync.Mutex // guards queue and err
+	queue []*request // not yet written
+	err   error      // why the pipeline ended
+
+	peekMu sync.Mutex // the writer and the health checker both peek
+
+	outstanding atomic.Int64 // queued or in flight
+	lastUsed    atomic.Int64 // UnixNano of the last write
+}
+
+// request is one caller's command on a pipeline. Requests are recycled:
+// the one of a caller that gave up is recycled by the pipeline once its
+// reply is read, or when it is skipped unwritten.
+type request struct {
+	cmd   string
+	args  []any
+	reply any
+	err   error
+	state atomic.Uint32
+	done  chan struct{} // capacity 1: the reply is in reply and err
+}
+
+const (
+	reqWaiting   uint32 = iota
+	reqAbandoned        // the caller gave up: not sent if not yet written, reply dropped
+	reqDelivered
+	reqDetached // nobody waits (a health PING): sent, reply dropped
+)
+
+var requests = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
+
+func newRequest(cmd string, args []any) *request {
+	r := requests.Get().(*request)
+	r.cmd, r.args = cmd, args
+	r.state.Store(reqWaiting)
+	return r
+}
+
+func (r *request) recycle() {
+	r.cmd, r.args, r.reply, r.err = "", nil, nil, nil
+	requests.Put(r)
+}
+
+// pipeSlot holds one of a pool's shared connections.
+type pipeSlot struct {
+	pl   atomic.Pointer[pipeline]
+	lock chan struct{} // capacity 1: held while a pipeline is made for the slot
+}
+
+// pipelined runs a command on one of the pool's shared connections. It is
+// bounded as Do is: waiting for room in the pipeline by ctx or PoolTimeout,
+// waiting for the reply by ctx, and by the reader's ReadTimeout on a link
+// that stops answering.
+func (p *Pool) pipelined(ctx context.Context, cmd string, args []any) (any, error) {
+	req := newRequest(cmd, args)
+	for try := 1; ; try++ {
+		pl, err := p.pipelineFor(ctx)
+		if err == nil {
+			err = pl.enqueue(ctx, req)
+		}
+		if err != nil {
+			req.recycle()
+			if errors.Is(err, errRequeue) && try < pipelineRetries {
+				req = newRequest(cmd, args)
+				continue
+			}
+			return nil, p.wrapErr(ctx, cmd, err)
+		}
+		select {
+		case <-req.done:
+		case <-ctx.Done():
+			if req.state.CompareAndSwap(reqWaiting, reqAbandoned) {
+				// The pipeline drops the reply when it comes and recycles
+				// the request; the connection stays in use.
+				return nil, p.wrapErr(ctx, cmd, ctx.Err())
+			}
+			<-req.done // delivered as ctx ended: take it
+		}
+		reply, err := req.reply, req.err
+		req.recycle()
+		if errors.Is(err, errRequeue) && try < pipelineRetries {
+			req = newRequest(cmd, args)
+			continue
+		}
+		if err != nil {
+			return reply, p.wrapErr(ctx, cmd, err)
+		}
+		return reply, nil
+	}
+}
+
+// pipelineFor returns a serving shared connection, making one in an empty
+// or failed slot.
+func (p *Pool) pipelineFor(ctx context.Context) (*pipeline, error) {
+	slot := &p.pipes[p.pipeNext.Add(1)%uint32(len(p.pipes))]
+	if pl := slot.pl.Load(); pl != nil && !pl.ended() {
+		return pl, nil
+	}
+	select {
+	case slot.lock <- struct{}{}:
+		defer func() { <-slot.lock }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if pl := slot.pl.Load(); pl != nil && !pl.ended() {
+		return pl, nil // made while we waited
+	}
+	start := time.Now()
+	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
+	if err != nil {
+		return nil, err
+	}
+	pl := &pipeline{
+		p:        p,
+		c:        c,
+		rc:       redis.NewConn(c.nc, 0, 0),
+		slots:    make(chan struct{}, p.cfg.pipelineDepth),
+		wake:     make(chan struct{}, 1),
+		inflight: make(chan *request, p.cfg.pipelineDepth),
+		done:     make(chan struct{}),
+	}
+	c.nc.replyWithin = p.cfg.readTimeout
+	pl.lastUsed.Store(start.UnixNano())
+	if !p.goBackground(pl.run) {
+		p.put(c, false)
+		return nil, ErrPoolClosed
+	}
+	slot.pl.Store(pl)
+	return pl, nil
+}
+
+// run runs the pipeline's writer, and its reader on a goroutine of its
+// own, and returns when both have ended.
+func (pl *pipeline) run() {
+	var reader sync.WaitGroup
+	reader.Go(pl.read)
+	pl.write()
+	reader.Wait()
+}
+
+// enqueue queues req, waiting for room by ctx or, without a ctx deadline,
+// PoolTimeout. It reports errRequeue if the pipeline has ended.
+func (pl *pipeline) enqueue(ctx context.Context, req *request) error {
+	select {
+	case pl.slots <- struct{}{}:
+	default:
+		// Full: the server is slow or stalled. Wait for room, bounded.
+		wait := time.Until(waitDeadline(ctx, time.Now(), pl.p.cfg.poolTimeout))
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case pl.slots <- struct{}{}:
+		case <-pl.done:
+			return errRequeue
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			pl.p.counters.poolTimeouts.Add(1)
+			return &PoolTimeoutError{Addr: pl.p.cfg.addr, Waited: wait, InUse: len(pl.slots), MaxActive: cap(pl.slots)}
+		}
+	}
+	pl.mu.Lock()
+	if pl.err != nil {
+		pl.mu.Unlock()
+		<-pl.slots
+		return errRequeue
+	}
+	pl.queue = append(pl.queue, req)
+	pl.outstanding.Add(1)
+	pl.mu.Unlock()
+	select {
+	case pl.wake <- struct{}{}:
+	default: // the writer has been woken already
+	}
+	return nil
+}
+
+func (pl *pipeline) ended() bool {
+	select {
+	case <-pl.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// end stops the pipeline taking commands, for err, and answers every
+// command still queued: those never reached the socket, so they may go
+// elsewhere, unless the pool is closing. It reports whether this call
+// ended it.
+func (pl *pipeline) end(err error) bool {
+	pl.mu.Lock()
+	if pl.err != nil {
+		pl.mu.Unlock()
+		return false
+	}
+	pl.err = err
+	queued := pl.queue
+	pl.queue = nil
+	close(pl.done)
+	pl.mu.Unlock()
+	unsent := errRequeue
+	if errors.Is(err, ErrPoolClosed) {
+		unsent = ErrPoolClosed
+	}
+	for _, req := range queued {
+		pl.deliver(req, nil, unsent)
+	}
+	return true
+}
+
+// deliver hands a reply to its caller, or recycles the request of one
+// that gave up, and frees the request's token.
+func (pl *pipeline) deliver(req *request, reply any, err error) {
+	req.reply, req.err = reply, err
+	if req.state.CompareAndSwap(reqWaiting, reqDelivered) {
+		req.done <- struct{}{}
+	} else {
+		req.recycle()
+	}
+	pl.outstanding.Add(-1)
+	<-pl.slots
+}
+
+// write is the writer: it sends all that is queued in one write, until the
+// pipeline ends or the pool closes. A command whose caller gave up before
+// it was written is not sent at all.
+func (pl *pipeline) write() {
+	defer close(pl.inflight) // the reader then finishes what is in flight
+	var batch []*request
+	for {
+		select {
+		case <-pl.wake:
+		case <-pl.done:
+			return
+		case <-pl.p.closing.Done():
+			pl.end(ErrPoolClosed)
+			return
+		}
+		// Let the callers that are running queue their commands too: one
+		// write for many is the point, and a write costs a syscall.
+		runtime.Gosched()
+		pl.mu.Lock()
+		batch, pl.queue = pl.queue, batch[:0]
+		pl.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		// Nothing in flight means the link was quiet, and a server's close
+		// shows only now: a peek finds it before anything is written, and
+		// the batch can go elsewhere.
+		if pl.outstanding.Load() == int64(len(batch)) {
+			if err := pl.peek(); err != nil {
+				pl.fail(err, batch)
+				return
+			}
+		}
+		pl.c.nc.Conn.SetWriteDeadline(time.Now().Add(pl.p.cfg.writeTimeout))
+		sent, unsent := 0, batch[:0]
+		var err error
+		for i, req := range batch {
+			if req.state.Load() == reqAbandoned {
+				pl.deliver(req, nil, nil) // recycles it
+				continue
+			}
+			err = pl.rc.Send(req.cmd, req.args...)
+			// Handed to the reader even when Send failed, since part of it
+			// may have left: the reader fails it with the connection.
+			pl.inflight <- req // never blocks: the tokens bound what is in flight
+			sent++
+			if err != nil {
+				unsent = batch[i+1:]
+				break
+			}
+		}
+		if err == nil {
+			err = pl.rc.Flush()
+		}
+		pl.lastUsed.Store(time.Now().UnixNano())
+		pl.p.counters.pipelined.Add(int64(sent))
+		pl.p.counters.pipelineBatches.Add(1)
+		if err != nil {
+			pl.fail(err, unsent) // what the reader holds fails there
+			return
+		}
+		clear(batch)
+	}
+}
+
+// peek tells whether the server closed the connection. Bytes waiting
+// say nothing here, unlike on an idle pooled connection: they may be a
+// reply the reader is about to read, or TLS records.
+func (pl *pipeline) peek() error {
+	pl.peekMu.Lock()
+	defer pl.peekMu.Unlock()
+	if err := pl.c.check.check(); err != errUnexpectedData {
+		return err
+	}
+	return nil
+}
+
+// fail ends the pipeline after a failure of its connection: the commands
+// in unsent get err as the rest of the queue does, and the socket is
+// closed so the reader fails what is in flight at once.
+func (pl *pipeline) fail(err error, unsent []*request) {
+	pl.end(err)
+	for _, req := range unsent {
+		pl.deliver(req, nil, errRequeue)
+	}
+	pl.c.nc.abort()
+}
+
+// read is the reader: it hands each reply to the caller of the command at
+// the head of the in-flight queue. A reply slower than ReadTimeout, an
+// EOF or a reset fails the connection and every command on it at once.
+// When the writer has ended and nothing is in flight, it returns the
+// connection to the pool, closed.
+func (pl *pipeline) read() {
+	var failed error
+	for req := range pl.inflight {
+		if failed != nil {
+			pl.deliver(req, nil, failed)
+			continue
+		}
+		reply, err := pl.rc.Receive()
+		if _, isServerErr := err.(redis.Error); err != nil && !isServerErr {
+			failed = err
+			pl.fail(err, nil)
+		}
+		pl.deliver(req, reply, err)
+	}
+	pl.end(ErrPoolClosed) // for a writer that ended on its own
+	pl.mu.Lock()
+	cause := pl.err
+	pl.mu.Unlock()
+	reason := CloseError
+	switch {
+	case errors.Is(cause, ErrPoolClosed):
+		reason = CloseState // not counted: the pool is closed
+	case isTimeout(cause), errors.Is(cause, io.EOF):
+		reason = CloseDead // no reply within ReadTimeout, or the server closed it
+	}
+	pl.p.discard(pl.c, reason)
+}
+
+// checkShared is the health checker's visit to the shared connections: a
+// peek at each one with nothing in flight, which finds a server's close,
+// and a PING through one quiet for HealthCheckInterval, which finds a
+// dead link by its reply not coming within ReadTimeout.
+func (p *Pool) checkShared(now time.Time) {
+	for i := range p.pipes {
+		pl := p.pipes[i].pl.Load()
+		if pl == nil || pl.ended() || pl.outstanding.Load() != 0 {
+			continue
+		}
+		if err := pl.peek(); err != nil {
+			pl.fail(fmt.Errorf("idle shared connection: %w", err), nil)
+			continue
+		}
+		if now.Sub(time.Unix(0, pl.lastUsed.Load())) >= p.cfg.healthInterval {
+			ping := newRequest("PING", nil)
+			ping.state.Store(reqDetached)
+			if pl.enqueue(context.Background(), ping) == nil {
+				p.counters.healthChecks.Add(1)
+			} else {
+				ping.recycle()
+			}
+		}
+	}
+}

@@ -134,13 +134,35 @@ func (p *Pool) pipelined(ctx context.Context, cmd string, args []any) (any, erro
 	}
 }
 
-// pipelineFor returns a serving shared connection, making one in an empty
-// or failed slot.
+// pipelineSpill is how many commands a shared connection carries before
+// callers spill onto the next: filling one first makes fuller batches,
+// which cost the same one write, and a second connection pays only once
+// the first is busy enough that its reader is the bottleneck.
+const pipelineSpill = 32
+
+// pipelineFor returns a serving shared connection: the first with room
+// under pipelineSpill, else the least busy; it makes one in an empty or
+// failed slot.
 func (p *Pool) pipelineFor(ctx context.Context) (*pipeline, error) {
-	slot := &p.pipes[p.pipeNext.Add(1)%uint32(len(p.pipes))]
-	if pl := slot.pl.Load(); pl != nil && !pl.ended() {
-		return pl, nil
+	var best *pipeline
+	for i := range p.pipes {
+		pl := p.pipes[i].pl.Load()
+		if pl == nil || pl.ended() {
+			return p.makePipeline(ctx, &p.pipes[i])
+		}
+		if pl.outstanding.Load() < pipelineSpill {
+			return pl, nil
+		}
+		if best == nil || pl.outstanding.Load() < best.outstanding.Load() {
+			best = pl
+		}
 	}
+	return best, nil
+}
+
+// makePipeline makes a shared connection in slot, unless another caller
+// made one while this one waited to.
+func (p *Pool) makePipeline(ctx context.Context, slot *pipeSlot) (*pipeline, error) {
 	select {
 	case slot.lock <- struct{}{}:
 		defer func() { <-slot.lock }()

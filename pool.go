@@ -40,8 +40,7 @@ type Pool struct {
 
 	blockLog logLimit // rate limit for blocking-read warnings
 
-	pipes    []pipeSlot // the shared connections of AutoPipeline; nil without it
-	pipeNext atomic.Uint32
+	pipes []pipeSlot // the shared connections of AutoPipeline; nil without it
 
 	mu      sync.Mutex // guards the fields below
 	idle    []*conn    // LIFO: the most recently returned last

@@ -21,10 +21,11 @@ import (
 	"strings"
 )
 
-// Targets from the benchmark issue.
+// Targets from the benchmark issues.
 const (
-	minThroughputRatio = 0.97 // redisalive-Do ops/s over redigo's
+	minThroughputRatio = 0.97 // redisalive-Do ops/s over redigo's; redisalive-auto's too at 1 goroutine
 	maxExtraAllocs     = 1    // redisalive-Do allocs/op over redigo's
+	minAutoRatio       = 1.5  // redisalive-auto ops/s over redigo's at 16 and 64 goroutines, where it must also beat rueidis
 
 	// busyHealth must report 0 pings/min: the health checker must leave
 	// connections in steady use alone.
@@ -33,7 +34,7 @@ const (
 
 // Clients of the GET/SET matrix, in table order; the first two are the
 // pair the targets compare.
-var matrixClients = []string{"redisalive-Do", "redigo", "redisalive-Get", "go-redis"}
+var matrixClients = []string{"redisalive-Do", "redigo", "redisalive-auto", "rueidis", "redisalive-Get", "go-redis"}
 
 var (
 	// procsSuffix is the -GOMAXPROCS suffix go test appends to names.
@@ -160,6 +161,7 @@ func (s *samples) write(w io.Writer) {
 	if len(cells) > 0 {
 		s.writeMatrix(w, cells)
 		s.writeTargets(w, cells)
+		s.writeAutoTargets(w, cells)
 	}
 	if pings, ok := s.median(busyHealth, "pings/min"); ok {
 		met := "yes"
@@ -222,6 +224,38 @@ func (s *samples) writeTargets(w io.Writer, cells []cell) {
 			met = "**no**"
 		}
 		fmt.Fprintf(w, "| %s | %d | %.3f | %g | %g | %s |\n", c.op, c.conc, ratio, doAllocs, rgAllocs, met)
+	}
+	fmt.Fprintln(w)
+}
+
+// writeAutoTargets checks, per cell, redisalive-auto against raw redigo
+// and rueidis.
+func (s *samples) writeAutoTargets(w io.Writer, cells []cell) {
+	fmt.Fprintf(w, "Targets: redisalive-auto throughput >= %.2fx redigo at 1 goroutine; >= %.1fx redigo and >= rueidis at more; allocs/op <= redigo's.\n\n",
+		minThroughputRatio, minAutoRatio)
+	fmt.Fprintln(w, "| op | goroutines | auto/redigo ops/s | auto/rueidis ops/s | auto allocs/op | redigo allocs/op | met |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
+	for _, c := range cells {
+		auto, redigo, rueidis := matrixBench(c, "redisalive-auto"), matrixBench(c, "redigo"), matrixBench(c, "rueidis")
+		autoOps, ok1 := s.median(auto, "ops/s")
+		rgOps, ok2 := s.median(redigo, "ops/s")
+		ruOps, ok3 := s.median(rueidis, "ops/s")
+		autoAllocs, ok4 := s.median(auto, "allocs/op")
+		rgAllocs, ok5 := s.median(redigo, "allocs/op")
+		if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
+			continue
+		}
+		met := autoAllocs <= rgAllocs
+		if c.conc == 1 {
+			met = met && autoOps/rgOps >= minThroughputRatio
+		} else {
+			met = met && autoOps/rgOps >= minAutoRatio && autoOps >= ruOps
+		}
+		verdict := "yes"
+		if !met {
+			verdict = "**no**"
+		}
+		fmt.Fprintf(w, "| %s | %d | %.3f | %.3f | %g | %g | %s |\n", c.op, c.conc, autoOps/rgOps, autoOps/ruOps, autoAllocs, rgAllocs, verdict)
 	}
 	fmt.Fprintln(w)
 }

@@ -76,6 +76,14 @@
 // only after the handler succeeded, retries failed items up to a limit and
 // then dead-letters them, and recovers the items of consumers that died.
 //
+// # Auto-pipelining
+//
+// With Options.AutoPipeline, Do sends ordinary commands over a few
+// connections shared by all callers, many in one write and their replies
+// in one read, keeping every bound: a cancelled caller returns at once
+// and costs no connection, and a shared connection whose replies stop
+// coming for ReadTimeout fails its callers at once.
+//
 // # Existing redigo code
 //
 // NewRedigoPool returns a plain redigo *redis.Pool from the same Options,

@@ -367,15 +367,7 @@ func faultTestKeepAliveAlone(t *testing.T) {
 
 	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
 	defer heal()
-	waitFor(t, 2*faultPlus20(bound), "the kernel to end the client socket", func() bool {
-		return clientStates(t, srv.Port())["ESTABLISHED"] == 0
-	})
-	faultAssertElapsed(t, "keepalive kill after the last traffic", time.Since(lastTraffic), bound-200*time.Millisecond, faultPlus20(bound))
-
-	start := time.Now()
-	_, err = c.Do("PING")
-	require.ErrorIs(t, err, syscall.ETIMEDOUT, "the kernel's verdict on the socket")
-	assert.Less(t, time.Since(start), 100*time.Millisecond, "a command on the dead socket must fail at once")
+	faultAssertKeepAliveKill(t, srv, c, lastTraffic, bound)
 	require.NoError(t, c.Close())
 	assert.Equal(t, int64(1), p.Stats().ErrorClosed, "ErrorClosed")
 
@@ -1113,12 +1105,20 @@ func faultTestRedigoPoolKeepAlive(t *testing.T) {
 	require.NoError(t, err)
 	lastTraffic := time.Now()
 	faultnet.Blackhole(t, srv.Port(), faultnet.Both)
-	waitFor(t, 2*faultPlus20(bound), "the kernel to end the socket", func() bool {
+	faultAssertKeepAliveKill(t, srv, c, lastTraffic, bound)
+}
+
+// faultAssertKeepAliveKill waits for the kernel to end c's socket, silent
+// on a blackholed link since lastTraffic, asserts it did so within bound,
+// and that a command on it then fails at once with the kernel's verdict.
+func faultAssertKeepAliveKill(t *testing.T, srv *redistest.Server, c redis.Conn, lastTraffic time.Time, bound time.Duration) {
+	t.Helper()
+	waitFor(t, 2*faultPlus20(bound), "the kernel to end the client socket", func() bool {
 		return clientStates(t, srv.Port())["ESTABLISHED"] == 0
 	})
 	faultAssertElapsed(t, "keepalive kill after the last traffic", time.Since(lastTraffic), bound-200*time.Millisecond, faultPlus20(bound))
 	start := time.Now()
-	_, err = c.Do("PING")
+	_, err := c.Do("PING")
 	require.ErrorIs(t, err, syscall.ETIMEDOUT, "the kernel's verdict on the socket")
 	assert.Less(t, time.Since(start), 100*time.Millisecond, "a command on the dead socket must fail at once")
 }

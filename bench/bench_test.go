@@ -27,6 +27,7 @@ const (
 	benchKey   = "bench:key"
 	benchValue = "0123456789abcdef" // 16 bytes
 	queueKey   = "bench:queue"
+	warmUpTime = 300 * time.Millisecond
 
 	// The libraries' shared defaults, set explicitly on redigo, which has
 	// none, so that every client runs its commands under the same bounds.
@@ -70,9 +71,15 @@ func BenchmarkSET(b *testing.B) {
 }
 
 // benchClients runs op of every client at every concurrency, each
-// combination as its own sub-benchmark against the same server.
+// combination as its own sub-benchmark against the same server. The first
+// client of a run meets a server and CPUs still settling, so a warm-up
+// comes first, and run.sh rotates which client goes first from round to
+// round (BENCH_ROUND), spreading what remains over every client alike.
 func benchClients(b *testing.B, addr string, op func(client) func() error) {
-	for _, cl := range clients {
+	warmUp(b, addr)
+	round, _ := strconv.Atoi(os.Getenv("BENCH_ROUND"))
+	for i := range clients {
+		cl := clients[(i+round)%len(clients)]
 		b.Run("client="+cl.name, func(b *testing.B) {
 			for _, conc := range concurrencies {
 				b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
@@ -88,6 +95,20 @@ func benchClients(b *testing.B, addr string, op func(client) func() error) {
 				})
 			}
 		})
+	}
+}
+
+// warmUp runs PINGs against addr for warmUpTime, untimed.
+func warmUp(b *testing.B, addr string) {
+	c, err := redis.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for stop := time.Now().Add(warmUpTime); time.Now().Before(stop); {
+		if _, err := c.Do("PING"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

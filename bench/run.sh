@@ -67,7 +67,7 @@ export REDISALIVE_REQUIRE_SERVER=1
 } >"$raw"
 for i in $(seq "$rounds"); do
 	echo "run.sh: round $i/$rounds" >&2
-	"${run[@]}" -test.run '^$' -test.bench . -test.skip '^BenchmarkHealthCheck$' -test.benchmem \
+	BENCH_ROUND=$i "${run[@]}" -test.run '^$' -test.bench . -test.skip '^BenchmarkHealthCheck$' -test.benchmem \
 		-test.count 1 -test.benchtime "$benchtime" -test.timeout 30m >>"$raw"
 done
 echo "run.sh: health checker" >&2

@@ -2,9 +2,9 @@
 // between a client and a server on loopback, so tests can exercise failure
 // handling without root privileges or external tools.
 //
-// It models what a userspace proxy can model: a blackholed link, a server that
-// forgot its connections (half-open client sockets), connection resets,
-// latency and slow closes. It cannot model anything the kernel does on its
+// It models what a userspace proxy can model: a link blackholed one way or
+// both, a server that forgot its connections (half-open client sockets),
+// connection resets, latency and slow closes. It cannot model anything the kernel does on its
 // own: the proxy's sockets are ordinary sockets whose kernel keeps ACKing
 // whatever the client sends, even while the proxy is blackholed. TCP
 // keepalive probes and TCP_USER_TIMEOUT therefore always succeed through the
@@ -30,9 +30,10 @@ type Proxy struct {
 	wg     sync.WaitGroup
 
 	mu sync.Mutex
-	// healed is closed while forwarding is allowed; Blackhole replaces it
-	// with an open channel so that waiters block until Heal closes it.
-	healed    chan struct{}
+	// healed holds, per Direction, a channel closed while forwarding that
+	// way is allowed; Blackhole replaces it with an open channel so that
+	// waiters block until Heal closes it.
+	healed    [2]chan struct{}
 	latency   time.Duration
 	slowClose time.Duration
 	conns     map[*conn]struct{}
@@ -52,6 +53,14 @@ type conn struct {
 	forgotten bool
 }
 
+// Direction is a way bytes flow through the proxy.
+type Direction int
+
+const (
+	ToServer Direction = iota // from the client to the target
+	ToClient                  // from the target to the client
+)
+
 // New starts a proxy listening on 127.0.0.1:0 that forwards each accepted
 // connection to target.
 func New(target string) (*Proxy, error) {
@@ -59,13 +68,14 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	healed := make(chan struct{})
-	close(healed)
 	p := &Proxy{
 		target: target,
 		ln:     ln,
-		healed: healed,
 		conns:  make(map[*conn]struct{}),
+	}
+	for d := range p.healed {
+		p.healed[d] = make(chan struct{})
+		close(p.healed[d])
 	}
 	p.wg.Go(p.acceptLoop)
 	return p, nil
@@ -82,24 +92,35 @@ func (p *Proxy) Addr() string {
 // forwarded either; they are dialled to the target only after Heal, as a
 // retransmitted SYN would be.
 func (p *Proxy) Blackhole() {
+	p.BlackholeOneWay(ToServer)
+	p.BlackholeOneWay(ToClient)
+}
+
+// BlackholeOneWay stops forwarding in direction d only, as a link that
+// drops the packets going one way: toward the server, commands are held
+// back; toward the client, commands run but their replies are held back.
+// New connections wait for Heal, since a handshake needs both ways.
+func (p *Proxy) BlackholeOneWay(d Direction) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
-	case <-p.healed:
-		p.healed = make(chan struct{})
+	case <-p.healed[d]:
+		p.healed[d] = make(chan struct{})
 	default:
 	}
 }
 
-// Heal resumes forwarding; queued bytes flow on as TCP retransmission would
-// deliver them.
+// Heal resumes forwarding both ways; queued bytes flow on as TCP
+// retransmission would deliver them.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	select {
-	case <-p.healed:
-	default:
-		close(p.healed)
+	for _, ch := range p.healed {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
 	}
 }
 
@@ -199,7 +220,7 @@ func (p *Proxy) acceptLoop() {
 // serve dials the target for c once forwarding is allowed, then relays
 // client-to-server bytes itself while a second goroutine relays the reverse.
 func (p *Proxy) serve(c *conn) {
-	if !p.await(c) {
+	if !p.await(c, ToServer) || !p.await(c, ToClient) {
 		return
 	}
 	var d net.Dialer
@@ -226,12 +247,12 @@ func (p *Proxy) serve(c *conn) {
 // forgotten so that the client's writes keep succeeding.
 func (p *Proxy) toServer(c *conn, up net.Conn) {
 	buf := make([]byte, bufSize)
-	for p.await(c) {
+	for p.await(c, ToServer) {
 		n, err := c.client.Read(buf)
 		if n > 0 && !p.isForgotten(c) {
 			// A write failing because Forget closed up is expected: the
 			// client must go on being drained, not disconnected.
-			if !p.send(c, up, buf[:n]) && !p.isForgotten(c) {
+			if !p.send(c, ToServer, up, buf[:n]) && !p.isForgotten(c) {
 				p.drop(c, false)
 				return
 			}
@@ -248,12 +269,12 @@ func (p *Proxy) toServer(c *conn, up net.Conn) {
 // must hear nothing at all.
 func (p *Proxy) toClient(c *conn, up net.Conn) {
 	buf := make([]byte, bufSize)
-	for p.await(c) {
+	for p.await(c, ToClient) {
 		n, err := up.Read(buf)
 		if p.isForgotten(c) {
 			return
 		}
-		if n > 0 && !p.send(c, c.client, buf[:n]) {
+		if n > 0 && !p.send(c, ToClient, c.client, buf[:n]) {
 			p.drop(c, false)
 			return
 		}
@@ -268,25 +289,25 @@ func (p *Proxy) toClient(c *conn, up net.Conn) {
 	}
 }
 
-// send writes b to dst after the configured latency, holding it back while
-// the link is blackholed. It reports false if c was torn down or the write
-// failed.
-func (p *Proxy) send(c *conn, dst net.Conn, b []byte) bool {
+// send writes b to dst, which lies in direction dir, after the configured
+// latency, holding it back while that direction is blackholed. It reports
+// false if c was torn down or the write failed.
+func (p *Proxy) send(c *conn, dir Direction, dst net.Conn, b []byte) bool {
 	p.mu.Lock()
 	d := p.latency
 	p.mu.Unlock()
-	if !pause(c.ctx, d) || !p.await(c) {
+	if !pause(c.ctx, d) || !p.await(c, dir) {
 		return false
 	}
 	_, err := dst.Write(b)
 	return err == nil
 }
 
-// await blocks while the proxy is blackholed and reports whether c is still
-// alive afterwards.
-func (p *Proxy) await(c *conn) bool {
+// await blocks while direction dir is blackholed and reports whether c is
+// still alive afterwards.
+func (p *Proxy) await(c *conn, dir Direction) bool {
 	p.mu.Lock()
-	healed := p.healed
+	healed := p.healed[dir]
 	p.mu.Unlock()
 	select {
 	case <-healed:

@@ -118,6 +118,8 @@ type queuePool struct {
 	logger     *slog.Logger
 	blockSlice time.Duration
 	maxActive  int
+	// closing is done once the pool's Close or Shutdown begins.
+	closing context.Context
 }
 
 func poolSeam(p *Pool) queuePool {
@@ -129,6 +131,7 @@ func poolSeam(p *Pool) queuePool {
 		logger:     p.cfg.logger,
 		blockSlice: p.cfg.blockSlice,
 		maxActive:  p.cfg.maxActive,
+		closing:    p.closing,
 	}
 }
 
@@ -265,7 +268,9 @@ func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
 // ended. It then requeues anything left in its processing list. It leaves
 // its entry in the consumers set to go stale: a BLMOVE it abandoned may
 // still move an item into its list on the server, and the other consumers
-// will recover that item once the entry is DeadAfter old.
+// will recover that item once the entry is DeadAfter old. That is also
+// how the items of handlers interrupted by the pool closing come back:
+// nothing can be acked or requeued through a closed pool.
 func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, payload []byte) error) error {
 	if handler == nil {
 		return errors.New("redisalive: Queue.Consume: nil handler")
@@ -286,6 +291,8 @@ func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, p
 	bg := context.WithoutCancel(ctx)
 	work, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
+	// Workers waiting in BLMove see the close themselves; handlers would not.
+	defer context.AfterFunc(q.pool.closing, func() { stop(ErrPoolClosed) })()
 	var workers, beater sync.WaitGroup
 	for range q.concurrency {
 		workers.Go(func() {

@@ -479,6 +479,46 @@ func TestConsumeReturnsErrPoolClosedWhenPoolCloses(t *testing.T) {
 	}
 }
 
+func TestConsumeCancelsRunningHandlerWhenPoolCloses(t *testing.T) {
+	p, mr := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	// One handler slot: while it runs, no worker is in BLMove to notice the
+	// pool closing.
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	started, cancelled, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = q.Consume(context.Background(), func(ctx context.Context, _ []byte) error {
+			close(started)
+			select {
+			case <-ctx.Done():
+				close(cancelled)
+				return ctx.Err()
+			case <-time.After(queueWait):
+				return errors.New("never cancelled")
+			}
+		})
+	}()
+	t.Cleanup(func() { awaitClosed(t, done) })
+	pushStrings(t, q, "long")
+	awaitClosed(t, started)
+
+	require.NoError(t, p.Close())
+	select {
+	case <-cancelled:
+	case <-time.After(time.Second):
+		t.Fatal("got the handler's ctx still live 1s after Close, want it cancelled")
+	}
+	awaitClosed(t, done)
+	require.ErrorIs(t, err, redisalive.ErrPoolClosed)
+	// Nothing can be requeued through a closed pool: the item waits in the
+	// processing list for another consumer to recover it.
+	got, err := mr.List(q.ProcessingKey())
+	require.NoError(t, err)
+	require.Len(t, got, 1, "got %q in processing, want the interrupted item", got)
+	assert.True(t, strings.HasSuffix(got[0], ":long"), "got %q in processing, want the interrupted item", got[0])
+}
+
 func awaitClosed(t *testing.T, ch <-chan struct{}) {
 	t.Helper()
 	select {

@@ -59,6 +59,24 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	return time.Since(start)
 }
 
+// waitForValue polls got every pollEvery until it returns want; if that
+// does not happen within the given time it fails t with the value got
+// returned last, not with one read before the wait.
+func waitForValue[T comparable](t *testing.T, within time.Duration, what string, want T, got func() T) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		v := got()
+		if v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %+v, want %+v within %v", what, v, want, within)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
 // fillIdle checks out n connections at once, proves each with a PING and
 // returns them, leaving n idle connections in the pool.
 func fillIdle(t *testing.T, p *redisalive.Pool, n int) {

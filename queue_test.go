@@ -27,7 +27,7 @@ var fastRecovery = redisalive.QueueOptions{HeartbeatInterval: 50 * time.Millisec
 
 const (
 	queueSlice = 100 * time.Millisecond
-	queueWait  = 5 * time.Second // bound on every Eventually in the unit tests
+	queueWait  = 5 * time.Second // bound on every wait in the unit tests
 	queuePoll  = 10 * time.Millisecond
 )
 
@@ -131,6 +131,14 @@ func registered(p *redisalive.Pool, q *redisalive.Queue) bool {
 	return err == nil
 }
 
+func handled(q *redisalive.Queue) func() int64 {
+	return func() int64 { return q.Stats().Handled }
+}
+
+func handlerCalls(rec *payloadRecorder) func() int {
+	return func() int { return len(rec.calls()) }
+}
+
 // requireDrained fails unless q's pending and processing lists are empty.
 func requireDrained(t *testing.T, p *redisalive.Pool, q *redisalive.Queue) {
 	t.Helper()
@@ -203,7 +211,7 @@ func TestQueueDeliversEveryItemExactlyOnceWithoutFaults(t *testing.T) {
 	rec := &payloadRecorder{}
 	startConsume(t, q, rec.handle)
 
-	require.Eventually(t, func() bool { return q.Stats().Handled == n }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "items handled", n, handled(q))
 	calls := rec.calls()
 	require.Len(t, calls, n, "got %d handler calls, want %d", len(calls), n)
 	for _, s := range payloads {
@@ -220,7 +228,7 @@ func TestQueueConsumesInPushOrderWithOneHandler(t *testing.T) {
 	pushStrings(t, q, "c")
 	rec := &payloadRecorder{}
 	startConsume(t, q, rec.handle)
-	require.Eventually(t, func() bool { return len(rec.calls()) == 3 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "handler calls", 3, handlerCalls(rec))
 	assert.Equal(t, []string{"a", "b", "c"}, rec.calls())
 }
 
@@ -236,11 +244,10 @@ func TestQueueRetriesFailingItemThenDeadLettersItAfterMaxAttempts(t *testing.T) 
 	pushStrings(t, q, "poison", "fine")
 	startConsume(t, q, rec.handle)
 
-	require.Eventually(t, func() bool { return q.Stats().DeadLettered == 1 && q.Stats().Handled == 1 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "stats", redisalive.QueueStats{Handled: 1, Retried: 2, DeadLettered: 1}, q.Stats)
 	assert.Equal(t, []string{"poison"}, listRange(t, p, q.DeadLetterKey()), "the dead-letter list holds the bare payload")
 	assert.Equal(t, 3, rec.count("poison"), "got %d attempts, want MaxAttempts", rec.count("poison"))
 	assert.Equal(t, 1, rec.count("fine"))
-	assert.Equal(t, redisalive.QueueStats{Handled: 1, Retried: 2, DeadLettered: 1}, q.Stats())
 	requireDrained(t, p, q)
 }
 
@@ -256,9 +263,8 @@ func TestQueueTreatsHandlerPanicAsFailure(t *testing.T) {
 	pushStrings(t, q, "fragile")
 	startConsume(t, q, rec.handle)
 
-	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "stats", redisalive.QueueStats{Handled: 1, Retried: 1}, q.Stats)
 	assert.Equal(t, []string{"fragile", "fragile"}, rec.calls())
-	assert.Equal(t, redisalive.QueueStats{Handled: 1, Retried: 1}, q.Stats())
 	requireDrained(t, p, q)
 }
 
@@ -278,11 +284,10 @@ func TestQueueTakesBarePayloadsFromOtherProducers(t *testing.T) {
 	}}
 	startConsume(t, q, rec.handle)
 
-	require.Eventually(t, func() bool { return q.Stats().Handled == 2 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "stats", redisalive.QueueStats{Handled: 2, Retried: 2}, q.Stats)
 	for _, s := range bare {
 		assert.Equal(t, 2, rec.count(s), "payload %q: got %d calls, want 2 (one failure, one retry)", s, rec.count(s))
 	}
-	assert.Equal(t, redisalive.QueueStats{Handled: 2, Retried: 2}, q.Stats())
 }
 
 func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
@@ -307,7 +312,7 @@ func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
 	rec := &payloadRecorder{}
 	startConsume(t, q, rec.handle)
 
-	require.Eventually(t, func() bool { return len(rec.calls()) == 3 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "handler calls", 3, handlerCalls(rec))
 	assert.Equal(t, []string{"a", "b", "c"}, rec.calls(), "recovered items are taken oldest first")
 	assert.Zero(t, listLen(t, p, ghost.ProcessingKey()))
 	_, err = redis.Float64(p.Do(ctx, "ZSCORE", q.ConsumersKey(), "ghost"))
@@ -315,7 +320,7 @@ func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
 	assert.Equal(t, []string{"mine"}, listRange(t, p, alive.ProcessingKey()))
 	// The recovery counts its items after they are back in the queue, where
 	// a worker may take them first.
-	require.Eventually(t, func() bool { return q.Stats().Requeued == 3 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "items requeued", 3, func() int64 { return q.Stats().Requeued })
 }
 
 func TestQueueRequeuesItemOrphanedInItsOwnProcessingList(t *testing.T) {
@@ -330,10 +335,9 @@ func TestQueueRequeuesItemOrphanedInItsOwnProcessingList(t *testing.T) {
 
 	// Handled counts after the ack, so wait for it rather than for the
 	// handler call, which comes first.
-	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "stats", redisalive.QueueStats{Handled: 1, Requeued: 1}, q.Stats)
 	assert.Equal(t, 1, rec.count("lost-reply"))
-	assert.Equal(t, redisalive.QueueStats{Handled: 1, Requeued: 1}, q.Stats())
-	require.Eventually(t, func() bool { return listLen(t, p, q.ProcessingKey()) == 0 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "items in processing", 0, func() int { return listLen(t, p, q.ProcessingKey()) })
 }
 
 func TestQueueDoesNotRequeueItemsItsHandlersHold(t *testing.T) {
@@ -351,7 +355,7 @@ func TestQueueDoesNotRequeueItemsItsHandlersHold(t *testing.T) {
 	assert.Never(t, func() bool { return q.Stats().Requeued > 0 || listLen(t, p, q.PendingKey()) > 0 },
 		2*(queueSlice+time.Second), 50*time.Millisecond)
 	close(release)
-	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "items handled", 1, handled(q))
 	requireDrained(t, p, q)
 }
 
@@ -370,10 +374,10 @@ func TestQueueRunsConcurrencyHandlersAtOnce(t *testing.T) {
 	})
 	pushStrings(t, q, "1", "2", "3", "4", "5", "6", "7", "8")
 
-	require.Eventually(t, func() bool { return running.Load() == 4 }, queueWait, queuePoll)
-	assert.Equal(t, 4, listLen(t, p, q.PendingKey()), "got %d items pending, want the 4 no handler is free for")
+	waitForValue(t, queueWait, "handlers running", 4, func() int32 { return running.Load() })
+	assert.Equal(t, 4, listLen(t, p, q.PendingKey()), "items pending: want the 4 no handler is free for")
 	close(release)
-	require.Eventually(t, func() bool { return q.Stats().Handled == 8 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "items handled", 8, handled(q))
 	assert.Equal(t, int32(4), peak.Load(), "got a peak of %d handlers at once, want Concurrency", peak.Load())
 }
 
@@ -381,7 +385,7 @@ func TestConsumeRefusesToRunTwiceOnOneQueue(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	stop := startConsume(t, q, (&payloadRecorder{}).handle)
-	require.Eventually(t, func() bool { return registered(p, q) }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "consumer registered", true, func() bool { return registered(p, q) })
 	err := q.Consume(context.Background(), (&payloadRecorder{}).handle)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "already running")
@@ -450,7 +454,7 @@ func TestConsumeRequeuesLeftoversAndLeavesItsEntryToExpireOnReturn(t *testing.T)
 	stop := startConsume(t, q, (&payloadRecorder{}).handle)
 	// An item handled shows the workers are running.
 	pushStrings(t, q, "first")
-	require.Eventually(t, func() bool { return q.Stats().Handled == 1 }, queueWait, queuePoll)
+	waitForValue(t, queueWait, "items handled", 1, handled(q))
 	_, err := p.Do(context.Background(), "LPUSH", q.ProcessingKey(), "left-behind")
 	require.NoError(t, err)
 
@@ -468,7 +472,7 @@ func TestConsumeReturnsErrPoolClosedWhenPoolCloses(t *testing.T) {
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 3})
 	done := make(chan error, 1)
 	go func() { done <- q.Consume(context.Background(), (&payloadRecorder{}).handle) }()
-	require.Eventually(t, func() bool { return p.Stats().InUse == 3 }, queueWait, queuePoll, "the workers never blocked")
+	waitForValue(t, queueWait, "connections held by blocked workers", 3, func() int { return p.Stats().InUse })
 
 	require.NoError(t, p.Close())
 	select {
@@ -592,19 +596,15 @@ func TestQueueLosesNoItemUnderConnectionKillsAndBlackholes(t *testing.T) {
 	}
 
 	kills, blackholes := chaos(t, srv, proxy, 9*time.Second)
-	drained := func() bool {
-		if int(total.Load()) < items || listLen(t, direct, producer.PendingKey()) > 0 {
-			return false
-		}
+	// Handled, pending and in processing: what is left once the faults stop.
+	progress := func() [3]int {
+		inProcessing := 0
 		for _, q := range queues {
-			if listLen(t, direct, q.ProcessingKey()) > 0 {
-				return false
-			}
+			inProcessing += listLen(t, direct, q.ProcessingKey())
 		}
-		return true
+		return [3]int{int(total.Load()), listLen(t, direct, producer.PendingKey()), inProcessing}
 	}
-	require.Eventually(t, drained, 30*time.Second, 50*time.Millisecond,
-		"handled %d of %d items", total.Load(), items)
+	waitForValue(t, 30*time.Second, "[handled, pending, in processing]", [3]int{items, 0, 0}, progress)
 	elapsed := time.Since(start)
 
 	duplicates := 0

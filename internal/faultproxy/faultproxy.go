@@ -36,6 +36,7 @@ type Proxy struct {
 	healed    [2]chan struct{}
 	latency   time.Duration
 	slowClose time.Duration
+	rto       time.Duration
 	conns     map[*conn]struct{}
 	accepted  int
 	closed    bool
@@ -87,9 +88,9 @@ func (p *Proxy) Addr() string {
 }
 
 // Blackhole stops forwarding in both directions without closing anything:
-// the proxy stops reading, so bytes stay queued as if the link dropped
-// packets that will be retransmitted. New connections are accepted but not
-// forwarded either; they are dialled to the target only after Heal, as a
+// bytes, and a close, are held back as if the link dropped packets that
+// will be retransmitted. New connections are accepted but not forwarded
+// either; they are dialled to the target only after Heal, as a
 // retransmitted SYN would be.
 func (p *Proxy) Blackhole() {
 	p.BlackholeOneWay(ToServer)
@@ -110,8 +111,8 @@ func (p *Proxy) BlackholeOneWay(d Direction) {
 	}
 }
 
-// Heal resumes forwarding both ways; queued bytes flow on as TCP
-// retransmission would deliver them.
+// Heal resumes forwarding both ways; held bytes flow on at once, or when
+// their retransmission is due if SetRetransmission is set.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -154,6 +155,20 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.latency = d
+}
+
+// SetRetransmission makes bytes held back by a blackhole cross after Heal
+// only when TCP would resend them: rto, 3*rto, 7*rto... after they were
+// sent, the timer doubling each time, as Linux does from its minimum RTO of
+// 200 ms. Connections accepted during the blackhole are timed from their
+// accept, like a resent SYN. Without it, everything held crosses at once
+// when the link heals, which no real network does: replies and late
+// commands then arrive together, hiding races between them. Zero, the
+// default: at once.
+func (p *Proxy) SetRetransmission(rto time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rto = rto
 }
 
 // SetSlowClose makes the proxy wait d after an upstream closes before it
@@ -220,7 +235,8 @@ func (p *Proxy) acceptLoop() {
 // serve dials the target for c once forwarding is allowed, then relays
 // client-to-server bytes itself while a second goroutine relays the reverse.
 func (p *Proxy) serve(c *conn) {
-	if !p.await(c, ToServer) || !p.await(c, ToClient) {
+	accepted := time.Now()
+	if !p.cross(c, ToServer, accepted) || !p.cross(c, ToClient, accepted) {
 		return
 	}
 	var d net.Dialer
@@ -247,17 +263,20 @@ func (p *Proxy) serve(c *conn) {
 // forgotten so that the client's writes keep succeeding.
 func (p *Proxy) toServer(c *conn, up net.Conn) {
 	buf := make([]byte, bufSize)
-	for p.await(c, ToServer) {
+	for {
 		n, err := c.client.Read(buf)
+		sent := time.Now()
 		if n > 0 && !p.isForgotten(c) {
 			// A write failing because Forget closed up is expected: the
 			// client must go on being drained, not disconnected.
-			if !p.send(c, ToServer, up, buf[:n]) && !p.isForgotten(c) {
+			if !p.send(c, ToServer, up, buf[:n], sent) && !p.isForgotten(c) {
 				p.drop(c, false)
 				return
 			}
 		}
 		if err != nil {
+			// The client's close crosses the link like its bytes.
+			p.cross(c, ToServer, sent)
 			p.drop(c, false)
 			return
 		}
@@ -269,12 +288,13 @@ func (p *Proxy) toServer(c *conn, up net.Conn) {
 // must hear nothing at all.
 func (p *Proxy) toClient(c *conn, up net.Conn) {
 	buf := make([]byte, bufSize)
-	for p.await(c, ToClient) {
+	for {
 		n, err := up.Read(buf)
+		sent := time.Now()
 		if p.isForgotten(c) {
 			return
 		}
-		if n > 0 && !p.send(c, ToClient, c.client, buf[:n]) {
+		if n > 0 && !p.send(c, ToClient, c.client, buf[:n], sent) {
 			p.drop(c, false)
 			return
 		}
@@ -282,39 +302,71 @@ func (p *Proxy) toClient(c *conn, up net.Conn) {
 			p.mu.Lock()
 			d := p.slowClose
 			p.mu.Unlock()
-			pause(c.ctx, d)
+			if pause(c.ctx, d) {
+				p.cross(c, ToClient, sent.Add(d))
+			}
 			p.drop(c, false)
 			return
 		}
 	}
 }
 
-// send writes b to dst, which lies in direction dir, after the configured
-// latency, holding it back while that direction is blackholed. It reports
-// false if c was torn down or the write failed.
-func (p *Proxy) send(c *conn, dir Direction, dst net.Conn, b []byte) bool {
+// send writes b, read at sent, to dst, which lies in direction dir, after
+// the configured latency, holding it back while that direction is
+// blackholed. It reports false if c was torn down or the write failed.
+func (p *Proxy) send(c *conn, dir Direction, dst net.Conn, b []byte, sent time.Time) bool {
 	p.mu.Lock()
 	d := p.latency
 	p.mu.Unlock()
-	if !pause(c.ctx, d) || !p.await(c, dir) {
+	if !pause(c.ctx, d) || !p.cross(c, dir, sent.Add(d)) {
 		return false
 	}
 	_, err := dst.Write(b)
 	return err == nil
 }
 
-// await blocks while direction dir is blackholed and reports whether c is
-// still alive afterwards.
-func (p *Proxy) await(c *conn, dir Direction) bool {
-	p.mu.Lock()
-	healed := p.healed[dir]
-	p.mu.Unlock()
-	select {
-	case <-healed:
-		return c.ctx.Err() == nil
-	case <-c.ctx.Done():
-		return false
+// cross blocks until what was sent in direction dir at sent may cross the
+// link: at once if the link is up, else once it heals and, with
+// SetRetransmission, the next resend is due. It reports whether c is still
+// alive then.
+func (p *Proxy) cross(c *conn, dir Direction, sent time.Time) bool {
+	held := false
+	for {
+		p.mu.Lock()
+		healed, rto := p.healed[dir], p.rto
+		p.mu.Unlock()
+		select {
+		case <-healed:
+			if !held || rto <= 0 {
+				return c.ctx.Err() == nil
+			}
+			// The resend goes out when due; should the link be down
+			// again by then, it is lost too and the loop waits again.
+			if !pause(c.ctx, untilResend(sent, rto, time.Now())) {
+				return false
+			}
+			held = false
+		default:
+			held = true
+			select {
+			case <-healed:
+			case <-c.ctx.Done():
+				return false
+			}
+		}
 	}
+}
+
+// untilResend returns how long after now the first resend of a segment
+// sent at sent is due, with a retransmission timer starting at rto and
+// doubling at each resend.
+func untilResend(sent time.Time, rto time.Duration, now time.Time) time.Duration {
+	due := sent.Add(rto)
+	for !due.After(now) {
+		rto *= 2
+		due = due.Add(rto)
+	}
+	return due.Sub(now)
 }
 
 func (p *Proxy) isForgotten(c *conn) bool {

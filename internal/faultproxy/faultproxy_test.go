@@ -327,3 +327,24 @@ func TestBlackholeToServerHoldsRequests(t *testing.T) {
 	expectReceived(t, got, "request")
 	expect(t, c, "request")
 }
+
+func TestRetransmissionHoldsBytesPastHealUntilTheirResendIsDue(t *testing.T) {
+	const rto = 100 * time.Millisecond
+	p := setup(t, echo)
+	p.SetRetransmission(rto)
+	c := dial(t, p)
+	roundTrip(t, c, "up")
+
+	p.Blackhole()
+	sent := time.Now()
+	write(t, c, "held")
+	time.Sleep(rto + rto/2) // holds the blackhole past the first resend, due at rto
+	p.Heal()
+	expect(t, c, "held")
+	expectAtLeast(t, time.Since(sent), 3*rto) // the second resend
+	start := time.Now()
+	roundTrip(t, c, "fresh")
+	if elapsed := time.Since(start); elapsed >= rto {
+		t.Fatalf("fresh bytes took %v, want less than %v: nothing of theirs was lost", elapsed, rto)
+	}
+}

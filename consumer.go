@@ -27,9 +27,10 @@ const (
 	// up, with 500 ms to spare.
 	orphanMargin = time.Second
 
-	// opAttempts bounds the tries of an ack, requeue or heartbeat. Giving
-	// up is safe: the item stays in the processing list, where the orphan
-	// scan or another consumer finds it.
+	// opAttempts bounds the tries of a requeue or heartbeat, and of an ack
+	// once Consume's ctx has ended. Giving up is safe: the item stays in
+	// the processing list, where the orphan scan or another consumer finds
+	// it.
 	opAttempts = 4
 )
 
@@ -91,10 +92,14 @@ func (c *consumer) process(ctx context.Context, raw string) {
 	log := q.pool.logger
 	switch {
 	case err == nil:
+		// Until the ack succeeds the item stays held, so the orphan scan
+		// leaves it alone; giving up would hand it to that scan and so to
+		// a second handler. Only shutdown may not wait on a server out of
+		// reach.
 		ackErr := q.retry(bg, func() error {
 			_, err := q.pool.do(bg, "LREM", q.processingKey, 1, raw)
 			return err
-		})
+		}, func() bool { return ctx.Err() == nil })
 		if ackErr != nil {
 			q.warnOp(bg, "ack failed; the item will be requeued and handled again", "err", ackErr)
 		}
@@ -153,7 +158,7 @@ func (q *Queue) move(ctx context.Context, raw, repl, dst, push string, n int) in
 		var err error
 		moved, err = redis.Int(q.eval(ctx, moveScript, q.processingKey, dst, raw, repl, push, n))
 		return err
-	})
+	}, nil)
 	if err != nil {
 		q.warnOp(ctx, "moving an item out of processing failed; it stays there to be requeued", "to", dst, "err", err)
 	}
@@ -271,7 +276,7 @@ func (c *consumer) requeueLeftovers(ctx context.Context) {
 		var err error
 		n, err = redis.Int(q.eval(ctx, drainScript, q.processingKey, q.pendingKey, q.consumersKey, q.id, -1, 0))
 		return err
-	})
+	}, nil)
 	if err != nil {
 		q.pool.logger.Warn("redisalive: queue: requeueing leftover items at exit failed; other consumers will recover them",
 			"queue", q.name, "after", q.deadAfter, "err", err)
@@ -284,14 +289,16 @@ func (c *consumer) requeueLeftovers(ctx context.Context) {
 }
 
 // retry runs op until it succeeds, the server rejects it or the pool
-// closes, at most opAttempts times with backoff. Transient failures are
-// worth retrying because a lost ack means a duplicate and a lost requeue
-// means a delay until the orphan scan.
-func (q *Queue) retry(ctx context.Context, op func() error) error {
+// closes, with backoff: at most opAttempts times, or for as long as
+// persist, if not nil, reports true. Transient failures are worth retrying
+// because a lost ack means a duplicate and a lost requeue means a delay
+// until the orphan scan.
+func (q *Queue) retry(ctx context.Context, op func() error, persist func() bool) error {
 	for try := 1; ; try++ {
 		err := op()
 		var serverErr redis.Error
-		if err == nil || errors.As(err, &serverErr) || errors.Is(err, ErrPoolClosed) || try == opAttempts {
+		if err == nil || errors.As(err, &serverErr) || errors.Is(err, ErrPoolClosed) ||
+			try >= opAttempts && (persist == nil || !persist()) {
 			return err
 		}
 		if q.pool.backoff(ctx, try+1) != nil {

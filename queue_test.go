@@ -523,6 +523,42 @@ func TestConsumeCancelsRunningHandlerWhenPoolCloses(t *testing.T) {
 	assert.True(t, strings.HasSuffix(got[0], ":long"), "got %q in processing, want the interrupted item", got[0])
 }
 
+func TestQueueDoesNotHandleItemAgainWhenItsAckOutlastsAWritePause(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newServerPool(t, srv, redisalive.Options{
+		BlockSlice: queueSlice, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
+	})
+	// Beats are writes too, and fail during the pause; no one is there to
+	// declare this consumer dead, so only its own orphan scan could requeue.
+	q := newTestQueue(t, p, redisalive.QueueOptions{HeartbeatInterval: 50 * time.Millisecond})
+	finish := make(chan struct{})
+	var calls atomic.Int32
+	startConsume(t, q, func(ctx context.Context, _ []byte) error {
+		if calls.Add(1) > 1 {
+			return nil
+		}
+		select {
+		case <-finish:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	pushStrings(t, q, "once")
+	waitForValue(t, queueWait, "handler calls", 1, calls.Load)
+
+	// As in a failover: writes wait on the server, so every try of the
+	// ack times out, for far longer than a few retries last.
+	srv.Do(t, "CLIENT", "PAUSE", 2000, "WRITE")
+	close(finish)
+	waitForValue(t, 2*queueWait, "items in processing", 0, func() int { return listLen(t, p, q.ProcessingKey()) })
+	// Long enough for two orphan scans, should the item be back in the list.
+	assert.Never(t, func() bool { return calls.Load() > 1 }, 2*(queueSlice+time.Second), queuePoll,
+		"the handler ran again: the item was requeued after it was handled")
+	assert.Equal(t, redisalive.QueueStats{Handled: 1}, q.Stats())
+	requireDrained(t, p, q)
+}
+
 func awaitClosed(t *testing.T, ch <-chan struct{}) {
 	t.Helper()
 	select {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,10 +44,17 @@ type consumer struct {
 	mu   sync.Mutex     // guards held
 	held map[string]int // items taken by handlers and not yet out of the processing list, counted
 
-	// suspects maps each item seen unheld in the processing list to when
-	// it was first seen so; owned by the heartbeat.
+	// Owned by the heartbeat: suspects maps each item seen unheld in the
+	// processing list to when it was first seen so; lastBeat is the server
+	// time of our last beat, and blind the spans of server time in which
+	// we could not beat.
 	suspects map[string]time.Time
+	lastBeat int64
+	blind    []span
 }
+
+// span is a stretch of server time in milliseconds.
+type span struct{ from, to int64 }
 
 // work takes items one at a time until ctx is done or the pool closes.
 func (c *consumer) work(ctx context.Context) error {
@@ -180,12 +189,14 @@ func (c *consumer) register(ctx context.Context) error {
 	}
 }
 
-func (c *consumer) beatLoop(ctx context.Context, stop <-chan struct{}) {
+// beatLoop ticks until ctx is done, which also cuts short a tick stuck
+// retrying in an outage.
+func (c *consumer) beatLoop(ctx context.Context) {
 	t := time.NewTicker(c.q.heartbeat)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -199,13 +210,32 @@ func (c *consumer) beatLoop(ctx context.Context, stop <-chan struct{}) {
 // Only a failed beat is returned; the rest is retried at the next tick.
 func (c *consumer) tick(ctx context.Context) error {
 	q := c.q
-	dead, err := redis.Strings(q.eval(ctx, heartbeatScript, q.consumersKey, q.id, q.deadAfter.Milliseconds()))
+	// Retried at once, on a fresh connection: a beat stuck on a dead one
+	// until the next tick would make us look dead for longer than the
+	// fault lasted.
+	var reply []any
+	err := q.retry(ctx, func() error {
+		var err error
+		reply, err = redis.Values(q.eval(ctx, heartbeatScript, q.consumersKey, q.id, q.deadAfter.Milliseconds()))
+		return err
+	}, nil)
 	if err != nil {
 		return err
 	}
-	for _, id := range dead {
+	var now int64
+	var stale []string
+	if _, err := redis.Scan(reply, &now, &stale); err != nil {
+		return err
+	}
+	c.noteBeat(now)
+	for i := 0; i+1 < len(stale); i += 2 {
+		id, seen := stale[i], stale[i+1]
+		beat, err := strconv.ParseFloat(seen, 64)
+		if err != nil || c.watched(int64(beat), now) < q.deadAfter.Milliseconds() {
+			continue
+		}
 		n, err := redis.Int(q.eval(ctx, drainScript, q.processingKeyOf(id), q.pendingKey, q.consumersKey,
-			id, q.deadAfter.Milliseconds(), forgetDead.Milliseconds()))
+			id, seen, (q.deadAfter + forgetDead).Milliseconds()))
 		if err != nil {
 			q.warnOp(ctx, "requeueing a dead consumer's items failed", "consumer", id, "err", err)
 			continue
@@ -219,6 +249,33 @@ func (c *consumer) tick(ctx context.Context) error {
 		q.warnOp(ctx, "scanning for orphaned items failed", "err", err)
 	}
 	return nil
+}
+
+// noteBeat records a beat at server time now. A beat more than one
+// interval late ends a span in which we could not reach the server, so we
+// could not have heard the others either.
+func (c *consumer) noteBeat(now int64) {
+	interval := c.q.heartbeat.Milliseconds()
+	if c.lastBeat > 0 && now-c.lastBeat > 2*interval {
+		c.blind = append(c.blind, span{c.lastBeat + interval, now})
+	}
+	c.lastBeat = now
+	// A consumer silent for longer than this is forgotten, never judged.
+	horizon := now - (c.q.deadAfter + forgetDead).Milliseconds()
+	c.blind = slices.DeleteFunc(c.blind, func(s span) bool { return s.to < horizon })
+}
+
+// watched returns how much of the server time from since to now we spent
+// able to reach the server. A consumer is dead once it has been silent for
+// DeadAfter of that time: when an outage cuts off every consumer, the one
+// back first must not take the items of the others, still on their way
+// back, for dead.
+func (c *consumer) watched(since, now int64) int64 {
+	d := now - since
+	for _, s := range c.blind {
+		d -= max(0, min(s.to, now)-max(s.from, since))
+	}
+	return d
 }
 
 // scanOrphans requeues items in our processing list that no handler holds.
@@ -338,31 +395,29 @@ return n
 `)
 
 	// heartbeatScript: KEYS consumers; ARGV id, DeadAfter in ms. It
-	// records the beat and returns the ids of the consumers that are dead.
+	// records the beat and returns the server's time and a flat list of
+	// the id and last beat of each consumer silent for DeadAfter.
 	heartbeatScript = redis.NewScript(1, luaNow+`
 redis.call('ZADD', KEYS[1], now, ARGV[1])
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return {now, redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'WITHSCORES')}
 `)
 
-	// drainScript: KEYS processing, pending, consumers; ARGV id, DeadAfter
-	// in ms or -1 to drain unconditionally, forgetDead in ms. It moves the
-	// whole processing list to the right of pending, oldest item rightmost,
-	// if its consumer is still dead when the script runs: the check and the
-	// move are atomic, so two consumers cannot both move one item, nor one
-	// move it from a consumer that has just come back.
+	// drainScript: KEYS processing, pending, consumers; ARGV id, its last
+	// beat as the caller saw it or -1 to drain unconditionally, the age in
+	// ms at which to forget it. It moves the whole processing list to the
+	// right of pending, oldest item rightmost, if the consumer has not
+	// beaten since the caller judged it dead: the check and the move are
+	// atomic, so two consumers cannot both move one item, nor one move it
+	// from a consumer that has just come back.
 	drainScript = redis.NewScript(3, `
-local maxAge = tonumber(ARGV[2])
-if maxAge >= 0 then
+local seen = tonumber(ARGV[2])
+if seen >= 0 then
 	local beat = redis.call('ZSCORE', KEYS[3], ARGV[1])
-	if not beat then
+	if not beat or tonumber(beat) > seen then
 		return 0
 	end
 `+luaNow+`
-	local age = now - tonumber(beat)
-	if age < maxAge then
-		return 0
-	end
-	if age >= maxAge + tonumber(ARGV[3]) then
+	if now - tonumber(beat) >= tonumber(ARGV[3]) then
 		redis.call('ZREM', KEYS[3], ARGV[1])
 	end
 end

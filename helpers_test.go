@@ -44,6 +44,16 @@ func newServerPool(t *testing.T, srv *redistest.Server, opts redisalive.Options)
 	return p
 }
 
+// newPool opens a pool on opts.Addr, a proxy's say, closed when the test
+// ends.
+func newPool(t *testing.T, opts redisalive.Options) *redisalive.Pool {
+	t.Helper()
+	p, err := redisalive.NewPool(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // waitFor checks cond every pollEvery until it holds and returns how long
 // that took; it fails t if cond does not hold within the given time.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {

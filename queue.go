@@ -48,9 +48,12 @@ type QueueOptions struct {
 	// list for orphans. Zero: DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 	// DeadAfter is how long a consumer may go without a heartbeat before
-	// the others requeue its items. It must exceed HeartbeatInterval. A
-	// consumer declared dead while alive causes duplicates, not losses.
-	// Zero: 5 * HeartbeatInterval.
+	// the others requeue its items. Time in which a consumer could not
+	// beat itself does not count toward the silence of the others: after
+	// an outage that cut them all off, the first one back does not take
+	// the rest, still reconnecting, for dead. It must exceed
+	// HeartbeatInterval. A consumer declared dead while alive causes
+	// duplicates, not losses. Zero: 5 * HeartbeatInterval.
 	DeadAfter time.Duration
 	// ConsumerID names this consumer in the consumers set and in its
 	// processing list's key. Two live consumers must not share one. Zero:
@@ -302,10 +305,10 @@ func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, p
 		})
 	}
 	// Beats continue while handlers drain, or others would take their items.
-	beatStop := make(chan struct{})
-	beater.Go(func() { c.beatLoop(bg, beatStop) })
+	beats, stopBeats := context.WithCancel(bg)
+	beater.Go(func() { c.beatLoop(beats) })
 	workers.Wait()
-	close(beatStop)
+	stopBeats()
 	beater.Wait()
 	c.requeueLeftovers(bg)
 

@@ -559,6 +559,63 @@ func TestQueueDoesNotHandleItemAgainWhenItsAckOutlastsAWritePause(t *testing.T) 
 	requireDrained(t, p, q)
 }
 
+func TestQueueConsumerBackFromAnOutageSparesOneStillComingBackButRecoversADeadOne(t *testing.T) {
+	const deadAfter = 1500 * time.Millisecond
+	srv := redistest.Start(t)
+	opts := redisalive.QueueOptions{HeartbeatInterval: 100 * time.Millisecond, DeadAfter: deadAfter}
+	// Each consumer has a link of its own, so that they can come back from
+	// one outage at different times.
+	consumerVia := func(id string) (*redisalive.Pool, *redisalive.Queue, *faultproxy.Proxy) {
+		proxy, err := faultproxy.New(srv.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { proxy.Close() })
+		p := newPool(t, redisalive.Options{Addr: proxy.Addr(), BlockSlice: queueSlice, ReadTimeout: 200 * time.Millisecond})
+		opts.ConsumerID = id
+		return p, newTestQueue(t, p, opts), proxy
+	}
+	bPool, b, bLink := consumerVia("b")
+	_, a, aLink := consumerVia("a")
+	direct := newServerPool(t, srv, redisalive.Options{})
+
+	started, release := make(chan struct{}), make(chan struct{})
+	startConsume(t, b, func(ctx context.Context, _ []byte) error {
+		close(started)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	pushStrings(t, b, "in flight")
+	awaitClosed(t, started)
+	rec := &payloadRecorder{}
+	startConsume(t, a, rec.handle)
+	waitForValue(t, queueWait, "consumer a registered", true, func() bool { return registered(direct, a) })
+
+	// Both links go down for longer than DeadAfter; a's comes back first.
+	aLink.Blackhole()
+	bLink.Blackhole()
+	time.Sleep(deadAfter + 500*time.Millisecond) // holds the outage
+	aLink.Heal()
+	time.Sleep(400 * time.Millisecond) // holds b's link down while a's is up
+	bLink.Heal()
+	close(release)
+	waitForValue(t, queueWait, "items b handled", 1, handled(b))
+	// Long enough for a, beating every 100 ms, to act on what it saw.
+	require.Never(t, func() bool { return a.Stats().Requeued > 0 }, deadAfter, queuePoll,
+		"a requeued b's item while b was still coming back from the outage a had too")
+	assert.Empty(t, rec.calls(), "a handled b's item")
+
+	// Now b dies with an item in its list: a must still recover it, its
+	// own outage notwithstanding.
+	_, err := direct.Do(context.Background(), "LPUSH", b.ProcessingKey(), "left by b")
+	require.NoError(t, err)
+	require.NoError(t, bPool.Close())
+	waitForValue(t, deadAfter+queueWait, "a's handler calls", 1, handlerCalls(rec))
+	assert.Equal(t, []string{"left by b"}, rec.calls())
+}
+
 func awaitClosed(t *testing.T, ch <-chan struct{}) {
 	t.Helper()
 	select {

@@ -79,6 +79,16 @@ func newServerPool(t *testing.T, srv *redistest.Server, opts redisalive.Options)
 	return p
 }
 
+// newPool opens a pool on opts.Addr, a proxy's say, closed when the test
+// ends.
+func newPool(t *testing.T, opts redisalive.Options) *redisalive.Pool {
+	t.Helper()
+	p, err := redisalive.NewPool(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // waitFor checks cond every pollEvery until it holds and returns how long
 // that took; it fails t if cond does not hold within the given time.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
@@ -92,6 +102,24 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(pollEvery)
 	}
 	return time.Since(start)
+}
+
+// waitForValue polls got every pollEvery until it returns want; if that
+// does not happen within the given time it fails t with the value got
+// returned last, not with one read before the wait.
+func waitForValue[T comparable](t *testing.T, within time.Duration, what string, want T, got func() T) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		v := got()
+		if v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %+v, want %+v within %v", what, v, want, within)
+		}
+		time.Sleep(pollEvery)
+	}
 }
 
 // fillIdle checks out n connections at once, proves each with a PING and

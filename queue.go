@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,25 +27,6 @@ const (
 	// deadAfterBeats is DeadAfter's default in heartbeats: a consumer may
 	// miss four in a row, say through a failover, and keep its items.
 	deadAfterBeats = 5
-
-	// forgetDead is how long a dead consumer stays in the consumers set
-	// after its items were first requeued. Every heartbeat of a live
-	// consumer drains its processing list again meanwhile, because a
-	// blocking read the dead consumer sent can still reach the server late
-	// (TCP retransmits for up to TCPUserTimeout, 20 s by default) and move
-	// an item in after the first drain.
-	forgetDead = time.Minute
-
-	// orphanMargin is added to BlockSlice to get how long an item must sit
-	// unheld in a consumer's own processing list before it is requeued: by
-	// then the BLMOVE reply that moved it has arrived or its read has given
-	// up, with 500 ms to spare.
-	orphanMargin = time.Second
-
-	// opAttempts bounds the tries of an ack, requeue or heartbeat. Giving
-	// up is safe: the item stays in the processing list, where the orphan
-	// scan or another consumer finds it.
-	opAttempts = 4
 
 	// envelopePrefix starts every item written by Push; an item without it
 	// came from another producer and is taken as a bare payload.
@@ -67,9 +48,12 @@ type QueueOptions struct {
 	// list for orphans. Zero: DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 	// DeadAfter is how long a consumer may go without a heartbeat before
-	// the others requeue its items. It must exceed HeartbeatInterval. A
-	// consumer declared dead while alive causes duplicates, not losses.
-	// Zero: 5 * HeartbeatInterval.
+	// the others requeue its items. Time in which a consumer could not
+	// beat itself does not count toward the silence of the others: after
+	// an outage that cut them all off, the first one back does not take
+	// the rest, still reconnecting, for dead. It must exceed
+	// HeartbeatInterval. A consumer declared dead while alive causes
+	// duplicates, not losses. Zero: 5 * HeartbeatInterval.
 	DeadAfter time.Duration
 	// ConsumerID names this consumer in the consumers set and in its
 	// processing list's key. Two live consumers must not share one. Zero:
@@ -110,7 +94,7 @@ type QueueOptions struct {
 // A Queue is safe for concurrent use, but runs one Consume at a time:
 // raise Concurrency, or make another Queue with its own ConsumerID.
 type Queue struct {
-	p           *Pool
+	pool        queuePool
 	name, id    string
 	concurrency int
 	maxAttempts int
@@ -124,6 +108,34 @@ type Queue struct {
 
 	// Rate limits for warnings that can repeat for every item or beat.
 	failLog, opLog logLimit
+}
+
+// queuePool is what a Queue uses of its Pool: the calls it makes and the
+// settings it depends on, captured once by NewQueue, so that the queue
+// depends on this much of the pool and nothing more.
+type queuePool struct {
+	do         func(ctx context.Context, cmd string, args ...any) (any, error)
+	get        func(ctx context.Context) (redis.Conn, error)
+	blMove     func(ctx context.Context, src, dst, srcSide, dstSide string) (string, error)
+	backoff    func(ctx context.Context, failures int) error
+	logger     *slog.Logger
+	blockSlice time.Duration
+	maxActive  int
+	// closing is done once the pool's Close or Shutdown begins.
+	closing context.Context
+}
+
+func poolSeam(p *Pool) queuePool {
+	return queuePool{
+		do:         p.Do,
+		get:        p.Get,
+		blMove:     p.BLMove,
+		backoff:    p.backoff,
+		logger:     p.cfg.logger,
+		blockSlice: p.cfg.blockSlice,
+		maxActive:  p.cfg.maxActive,
+		closing:    p.closing,
+	}
 }
 
 // QueueStats counts what a Queue's consumers have done since NewQueue.
@@ -163,7 +175,7 @@ func NewQueue(p *Pool, name string, opts QueueOptions) (*Queue, error) {
 		return bad("DeadAfter", opts.DeadAfter, "must not be negative (zero selects the default)")
 	}
 	q := &Queue{
-		p:           p,
+		pool:        poolSeam(p),
 		name:        name,
 		id:          cmp.Or(opts.ConsumerID, defaultConsumerID()),
 		concurrency: cmp.Or(opts.Concurrency, 1),
@@ -174,8 +186,8 @@ func NewQueue(p *Pool, name string, opts QueueOptions) (*Queue, error) {
 	if q.deadAfter <= q.heartbeat {
 		return bad("DeadAfter", q.deadAfter, fmt.Sprintf("must exceed HeartbeatInterval (%v), or live consumers are declared dead between beats", q.heartbeat))
 	}
-	if q.concurrency >= p.cfg.maxActive {
-		return bad("Concurrency", q.concurrency, fmt.Sprintf("must be less than the pool's MaxActive (%d): each handler slot holds a connection while it waits, and acks need another", p.cfg.maxActive))
+	if q.concurrency >= q.pool.maxActive {
+		return bad("Concurrency", q.concurrency, fmt.Sprintf("must be less than the pool's MaxActive (%d): each handler slot holds a connection while it waits, and acks need another", q.pool.maxActive))
 	}
 	tag := "{" + name + "}:"
 	q.pendingKey, q.consumersKey, q.deadKey = tag+"pending", tag+"consumers", tag+"dead"
@@ -237,7 +249,7 @@ func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
 	for _, pl := range payloads {
 		args = append(args, item{id: newItemID(), payload: string(pl)}.String())
 	}
-	_, err := q.p.Do(ctx, "LPUSH", args...)
+	_, err := q.pool.do(ctx, "LPUSH", args...)
 	return err
 }
 
@@ -259,7 +271,9 @@ func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
 // ended. It then requeues anything left in its processing list. It leaves
 // its entry in the consumers set to go stale: a BLMOVE it abandoned may
 // still move an item into its list on the server, and the other consumers
-// will recover that item once the entry is DeadAfter old.
+// will recover that item once the entry is DeadAfter old. That is also
+// how the items of handlers interrupted by the pool closing come back:
+// nothing can be acked or requeued through a closed pool.
 func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, payload []byte) error) error {
 	if handler == nil {
 		return errors.New("redisalive: Queue.Consume: nil handler")
@@ -280,6 +294,8 @@ func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, p
 	bg := context.WithoutCancel(ctx)
 	work, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
+	// Workers waiting in BLMove see the close themselves; handlers would not.
+	defer context.AfterFunc(q.pool.closing, func() { stop(ErrPoolClosed) })()
 	var workers, beater sync.WaitGroup
 	for range q.concurrency {
 		workers.Go(func() {
@@ -289,10 +305,10 @@ func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, p
 		})
 	}
 	// Beats continue while handlers drain, or others would take their items.
-	beatStop := make(chan struct{})
-	beater.Go(func() { c.beatLoop(bg, beatStop) })
+	beats, stopBeats := context.WithCancel(bg)
+	beater.Go(func() { c.beatLoop(beats) })
 	workers.Wait()
-	close(beatStop)
+	stopBeats()
 	beater.Wait()
 	c.requeueLeftovers(bg)
 
@@ -301,340 +317,6 @@ func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, p
 	}
 	return context.Cause(work)
 }
-
-// consumer is the state of one running Consume.
-type consumer struct {
-	q       *Queue
-	handler func(ctx context.Context, payload []byte) error
-
-	mu   sync.Mutex     // guards held
-	held map[string]int // items taken by handlers and not yet out of the processing list, counted
-
-	// suspects maps each item seen unheld in the processing list to when
-	// it was first seen so; owned by the heartbeat.
-	suspects map[string]time.Time
-}
-
-// work takes items one at a time until ctx is done or the pool closes.
-func (c *consumer) work(ctx context.Context) error {
-	q := c.q
-	failures := 0
-	for {
-		// The item moves into our processing list before we see it, so a
-		// reply lost on the way loses nothing: the orphan scan finds it.
-		raw, err := q.p.BLMove(ctx, q.pendingKey, q.processingKey, "RIGHT", "LEFT")
-		if err == nil {
-			failures = 0
-			c.process(ctx, raw)
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, ErrPoolClosed) {
-			return err
-		}
-		// BLMove retries network failures itself; this is a server error
-		// such as LOADING or WRONGTYPE, which an operator may fix.
-		failures++
-		q.warnOp(ctx, "taking an item failed; retrying", "err", err)
-		if err := q.p.backoff(ctx, failures+1); err != nil {
-			if errors.Is(err, ErrPoolClosed) {
-				return err
-			}
-			return nil
-		}
-	}
-}
-
-// process runs the handler on one item and settles it.
-func (c *consumer) process(ctx context.Context, raw string) {
-	q := c.q
-	c.hold(raw)
-	// Released only once the item has left the processing list, so the
-	// orphan scan never takes it from under its handler.
-	defer c.release(raw)
-	it := parseItem(raw)
-	err := c.call(ctx, []byte(it.payload))
-	bg := context.WithoutCancel(ctx)
-	log := q.p.cfg.logger
-	switch {
-	case err == nil:
-		ackErr := q.retry(bg, func() error {
-			_, err := q.p.Do(bg, "LREM", q.processingKey, 1, raw)
-			return err
-		})
-		if ackErr != nil {
-			q.warnOp(bg, "ack failed; the item will be requeued and handled again", "err", ackErr)
-		}
-		q.handled.Add(1)
-	case ctx.Err() != nil:
-		q.requeued.Add(int64(q.move(bg, raw, raw, q.pendingKey, "RPUSH", 1)))
-	case it.attempts+1 >= q.maxAttempts:
-		if q.failLog.allow() {
-			log.Warn("redisalive: queue: handler failed for the last time; dead-lettering the item",
-				"queue", q.name, "attempts", it.attempts+1, "err", err)
-		}
-		q.deadLettered.Add(int64(q.move(bg, raw, it.payload, q.deadKey, "LPUSH", 1)))
-	default:
-		log.Debug("redisalive: queue: handler failed; retrying", "queue", q.name, "attempt", it.attempts+1, "err", err)
-		next := item{attempts: it.attempts + 1, id: cmp.Or(it.id, newItemID()), payload: it.payload}
-		q.retried.Add(int64(q.move(bg, raw, next.String(), q.pendingKey, "LPUSH", 1)))
-	}
-}
-
-// call runs the handler, turning a panic into an error so that one bad
-// item cannot take the consumer down.
-func (c *consumer) call(ctx context.Context, payload []byte) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("redisalive: queue %s: handler panicked: %v", c.q.name, r)
-			if c.q.failLog.allow() {
-				c.q.p.cfg.logger.Error("redisalive: queue: handler panicked", "queue", c.q.name, "panic", r, "stack", string(debug.Stack()))
-			}
-		}
-	}()
-	return c.handler(ctx, payload)
-}
-
-func (c *consumer) hold(raw string) {
-	c.mu.Lock()
-	c.held[raw]++
-	c.mu.Unlock()
-}
-
-func (c *consumer) release(raw string) {
-	c.mu.Lock()
-	if c.held[raw]--; c.held[raw] == 0 {
-		delete(c.held, raw)
-	}
-	c.mu.Unlock()
-}
-
-// move atomically takes up to n copies of raw out of the processing list
-// and pushes repl onto dst with push (LPUSH or RPUSH) for each. It returns
-// how many it moved: fewer when copies had already left the list, which is
-// also what makes retrying it after a lost reply safe. If it fails the
-// item stays in the processing list, where the orphan scan finds it.
-func (q *Queue) move(ctx context.Context, raw, repl, dst, push string, n int) int {
-	var moved int
-	err := q.retry(ctx, func() error {
-		var err error
-		moved, err = redis.Int(q.eval(ctx, moveScript, q.processingKey, dst, raw, repl, push, n))
-		return err
-	})
-	if err != nil {
-		q.warnOp(ctx, "moving an item out of processing failed; it stays there to be requeued", "to", dst, "err", err)
-	}
-	return moved
-}
-
-// register beats until the server has our entry, so that nothing enters
-// our processing list while no one could recover it.
-func (c *consumer) register(ctx context.Context) error {
-	for failures := 1; ; failures++ {
-		err := c.tick(ctx)
-		if err == nil || errors.Is(err, ErrPoolClosed) {
-			return err
-		}
-		c.q.warnOp(ctx, "registering the consumer failed; retrying", "err", err)
-		if err := c.q.p.backoff(ctx, failures+1); err != nil {
-			return fmt.Errorf("redisalive: queue %s: registering consumer %s: %w", c.q.name, c.q.id, err)
-		}
-	}
-}
-
-func (c *consumer) beatLoop(ctx context.Context, stop <-chan struct{}) {
-	t := time.NewTicker(c.q.heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		if err := c.tick(ctx); err != nil {
-			c.q.warnOp(ctx, "heartbeat failed", "err", err)
-		}
-	}
-}
-
-// tick beats, requeues the items of dead consumers and scans for orphans.
-// Only a failed beat is returned; the rest is retried at the next tick.
-func (c *consumer) tick(ctx context.Context) error {
-	q := c.q
-	dead, err := redis.Strings(q.eval(ctx, heartbeatScript, q.consumersKey, q.id, q.deadAfter.Milliseconds()))
-	if err != nil {
-		return err
-	}
-	for _, id := range dead {
-		n, err := redis.Int(q.eval(ctx, drainScript, q.processingKeyOf(id), q.pendingKey, q.consumersKey,
-			id, q.deadAfter.Milliseconds(), forgetDead.Milliseconds()))
-		if err != nil {
-			q.warnOp(ctx, "requeueing a dead consumer's items failed", "consumer", id, "err", err)
-			continue
-		}
-		if n > 0 {
-			q.requeued.Add(int64(n))
-			q.p.cfg.logger.Warn("redisalive: queue: requeued the items of a dead consumer", "queue", q.name, "consumer", id, "items", n)
-		}
-	}
-	if err := c.scanOrphans(ctx); err != nil {
-		q.warnOp(ctx, "scanning for orphaned items failed", "err", err)
-	}
-	return nil
-}
-
-// scanOrphans requeues items in our processing list that no handler holds.
-// A BLMOVE reply on its way makes an item look orphaned for a moment, so an
-// item is requeued only if it looked orphaned in consecutive scans at least
-// BlockSlice + orphanMargin apart: by then that reply has arrived or its
-// read has timed out.
-func (c *consumer) scanOrphans(ctx context.Context) error {
-	q := c.q
-	now := time.Now() // before the read: the item may have moved in during it
-	items, err := redis.Strings(q.p.Do(ctx, "LRANGE", q.processingKey, 0, -1))
-	if err != nil {
-		return err
-	}
-	unheld := make(map[string]int, len(items))
-	for _, raw := range items {
-		unheld[raw]++
-	}
-	c.mu.Lock()
-	for raw := range unheld {
-		if unheld[raw] -= c.held[raw]; unheld[raw] <= 0 {
-			delete(unheld, raw)
-		}
-	}
-	c.mu.Unlock()
-	for raw := range c.suspects {
-		if _, ok := unheld[raw]; !ok {
-			delete(c.suspects, raw)
-		}
-	}
-	for raw, n := range unheld {
-		since, ok := c.suspects[raw]
-		if !ok {
-			c.suspects[raw] = now
-			continue
-		}
-		if now.Sub(since) < q.p.cfg.blockSlice+orphanMargin {
-			continue
-		}
-		delete(c.suspects, raw)
-		if moved := q.move(ctx, raw, raw, q.pendingKey, "RPUSH", n); moved > 0 {
-			q.requeued.Add(int64(moved))
-			q.p.cfg.logger.Info("redisalive: queue: requeued orphaned items", "queue", q.name, "items", moved)
-		}
-	}
-	return nil
-}
-
-// requeueLeftovers empties our processing list once no handler runs: what
-// is left was moved by a BLMOVE whose reply never came, or was not acked.
-func (c *consumer) requeueLeftovers(ctx context.Context) {
-	q := c.q
-	var n int
-	err := q.retry(ctx, func() error {
-		var err error
-		n, err = redis.Int(q.eval(ctx, drainScript, q.processingKey, q.pendingKey, q.consumersKey, q.id, -1, 0))
-		return err
-	})
-	if err != nil {
-		q.p.cfg.logger.Warn("redisalive: queue: requeueing leftover items at exit failed; other consumers will recover them",
-			"queue", q.name, "after", q.deadAfter, "err", err)
-		return
-	}
-	if n > 0 {
-		q.requeued.Add(int64(n))
-		q.p.cfg.logger.Info("redisalive: queue: requeued items left in processing at exit", "queue", q.name, "items", n)
-	}
-}
-
-// retry runs op until it succeeds, the server rejects it or the pool
-// closes, at most opAttempts times with backoff. Transient failures are
-// worth retrying because a lost ack means a duplicate and a lost requeue
-// means a delay until the orphan scan.
-func (q *Queue) retry(ctx context.Context, op func() error) error {
-	for try := 1; ; try++ {
-		err := op()
-		var serverErr redis.Error
-		if err == nil || errors.As(err, &serverErr) || errors.Is(err, ErrPoolClosed) || try == opAttempts {
-			return err
-		}
-		if q.p.backoff(ctx, try+1) != nil {
-			return err
-		}
-	}
-}
-
-// eval runs a Lua script on a connection of its own.
-func (q *Queue) eval(ctx context.Context, s *redis.Script, keysAndArgs ...any) (any, error) {
-	conn, err := q.p.Get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	return s.DoContext(ctx, conn, keysAndArgs...)
-}
-
-// luaNow sets now to the server's clock in milliseconds. Heartbeats use the
-// server's clock so that skew between consumers' hosts cannot make a live
-// consumer look dead.
-const luaNow = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-`
-
-var (
-	// moveScript: KEYS src, dst; ARGV item, replacement, LPUSH|RPUSH, count.
-	// The item leaves src only together with the push, so no failure
-	// between the two can lose or double it.
-	moveScript = redis.NewScript(2, `
-local n = redis.call('LREM', KEYS[1], ARGV[4], ARGV[1])
-for _ = 1, n do
-	redis.call(ARGV[3], KEYS[2], ARGV[2])
-end
-return n
-`)
-
-	// heartbeatScript: KEYS consumers; ARGV id, DeadAfter in ms. It
-	// records the beat and returns the ids of the consumers that are dead.
-	heartbeatScript = redis.NewScript(1, luaNow+`
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-`)
-
-	// drainScript: KEYS processing, pending, consumers; ARGV id, DeadAfter
-	// in ms or -1 to drain unconditionally, forgetDead in ms. It moves the
-	// whole processing list to the right of pending, oldest item rightmost,
-	// if its consumer is still dead when the script runs: the check and the
-	// move are atomic, so two consumers cannot both move one item, nor one
-	// move it from a consumer that has just come back.
-	drainScript = redis.NewScript(3, `
-local maxAge = tonumber(ARGV[2])
-if maxAge >= 0 then
-	local beat = redis.call('ZSCORE', KEYS[3], ARGV[1])
-	if not beat then
-		return 0
-	end
-`+luaNow+`
-	local age = now - tonumber(beat)
-	if age < maxAge then
-		return 0
-	end
-	if age >= maxAge + tonumber(ARGV[3]) then
-		redis.call('ZREM', KEYS[3], ARGV[1])
-	end
-end
-local n = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do
-	n = n + 1
-end
-return n
-`)
-)
 
 // item is a queue element: "ra1:<attempts>:<id>:<payload>".
 type item struct {
@@ -660,12 +342,4 @@ func parseItem(raw string) item {
 		}
 	}
 	return item{payload: raw}
-}
-
-// warnOp logs a failed Redis operation, rate-limited, unless ctx ended: a
-// cancelled operation is no news.
-func (q *Queue) warnOp(ctx context.Context, msg string, args ...any) {
-	if ctx.Err() == nil && q.opLog.allow() {
-		q.p.cfg.logger.Warn("redisalive: queue: "+msg, append([]any{"queue", q.name}, args...)...)
-	}
 }

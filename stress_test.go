@@ -12,7 +12,6 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/redisalive/redisalive"
 )
@@ -63,8 +62,7 @@ func TestRandomGetDoCancelCloseKeepsPoolConsistent(t *testing.T) {
 	assert.Positive(t, s.WaitCount, "the pool was never contended: the test proves nothing")
 	assert.Equal(t, 0, s.Active, "stats after Close: %+v", s)
 	assert.Equal(t, 0, s.Waiting)
-	require.Eventually(t, func() bool { return mr.CurrentConnectionCount() == 0 }, 2*time.Second, 10*time.Millisecond,
-		"server still has %d connections", mr.CurrentConnectionCount())
+	waitForValue(t, 2*time.Second, "server connections", 0, mr.CurrentConnectionCount)
 }
 
 func randomCall(p *redisalive.Pool, rng *rand.Rand) error {

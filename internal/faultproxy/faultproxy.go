@@ -2,9 +2,9 @@
 // between a client and a server on loopback, so tests can exercise failure
 // handling without root privileges or external tools.
 //
-// It models what a userspace proxy can model: a blackholed link, a server that
-// forgot its connections (half-open client sockets), connection resets,
-// latency and slow closes. It cannot model anything the kernel does on its
+// It models what a userspace proxy can model: a link blackholed one way or
+// both, a server that forgot its connections (half-open client sockets),
+// connection resets, latency and slow closes. It cannot model anything the kernel does on its
 // own: the proxy's sockets are ordinary sockets whose kernel keeps ACKing
 // whatever the client sends, even while the proxy is blackholed. TCP
 // keepalive probes and TCP_USER_TIMEOUT therefore always succeed through the
@@ -30,11 +30,13 @@ type Proxy struct {
 	wg     sync.WaitGroup
 
 	mu sync.Mutex
-	// healed is closed while forwarding is allowed; Blackhole replaces it
-	// with an open channel so that waiters block until Heal closes it.
-	healed    chan struct{}
+	// healed holds, per Direction, a channel closed while forwarding that
+	// way is allowed; Blackhole replaces it with an open channel so that
+	// waiters block until Heal closes it.
+	healed    [2]chan struct{}
 	latency   time.Duration
 	slowClose time.Duration
+	rto       time.Duration
 	conns     map[*conn]struct{}
 	accepted  int
 	closed    bool
@@ -52,6 +54,14 @@ type conn struct {
 	forgotten bool
 }
 
+// Direction is a way bytes flow through the proxy.
+type Direction int
+
+const (
+	ToServer Direction = iota // from the client to the target
+	ToClient                  // from the target to the client
+)
+
 // New starts a proxy listening on 127.0.0.1:0 that forwards each accepted
 // connection to target.
 func New(target string) (*Proxy, error) {
@@ -59,13 +69,14 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	healed := make(chan struct{})
-	close(healed)
 	p := &Proxy{
 		target: target,
 		ln:     ln,
-		healed: healed,
 		conns:  make(map[*conn]struct{}),
+	}
+	for d := range p.healed {
+		p.healed[d] = make(chan struct{})
+		close(p.healed[d])
 	}
 	p.wg.Go(p.acceptLoop)
 	return p, nil
@@ -77,29 +88,40 @@ func (p *Proxy) Addr() string {
 }
 
 // Blackhole stops forwarding in both directions without closing anything:
-// the proxy stops reading, so bytes stay queued as if the link dropped
-// packets that will be retransmitted. New connections are accepted but not
-// forwarded either; they are dialled to the target only after Heal, as a
+// bytes, and a close, are held back as if the link dropped packets that
+// will be retransmitted. New connections are accepted but not forwarded
+// either; they are dialled to the target only after Heal, as a
 // retransmitted SYN would be.
 func (p *Proxy) Blackhole() {
+	p.BlackholeOneWay(ToServer)
+	p.BlackholeOneWay(ToClient)
+}
+
+// BlackholeOneWay stops forwarding in direction d only, as a link that
+// drops the packets going one way: toward the server, commands are held
+// back; toward the client, commands run but their replies are held back.
+// New connections wait for Heal, since a handshake needs both ways.
+func (p *Proxy) BlackholeOneWay(d Direction) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
-	case <-p.healed:
-		p.healed = make(chan struct{})
+	case <-p.healed[d]:
+		p.healed[d] = make(chan struct{})
 	default:
 	}
 }
 
-// Heal resumes forwarding; queued bytes flow on as TCP retransmission would
-// deliver them.
+// Heal resumes forwarding both ways; held bytes flow on at once, or when
+// their retransmission is due if SetRetransmission is set.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	select {
-	case <-p.healed:
-	default:
-		close(p.healed)
+	for _, ch := range p.healed {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
 	}
 }
 
@@ -133,6 +155,20 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.latency = d
+}
+
+// SetRetransmission makes bytes held back by a blackhole cross after Heal
+// only when TCP would resend them: rto, 3*rto, 7*rto... after they were
+// sent, the timer doubling each time, as Linux does from its minimum RTO of
+// 200 ms. Connections accepted during the blackhole are timed from their
+// accept, like a resent SYN. Without it, everything held crosses at once
+// when the link heals, which no real network does: replies and late
+// commands then arrive together, hiding races between them. Zero, the
+// default: at once.
+func (p *Proxy) SetRetransmission(rto time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rto = rto
 }
 
 // SetSlowClose makes the proxy wait d after an upstream closes before it
@@ -199,7 +235,8 @@ func (p *Proxy) acceptLoop() {
 // serve dials the target for c once forwarding is allowed, then relays
 // client-to-server bytes itself while a second goroutine relays the reverse.
 func (p *Proxy) serve(c *conn) {
-	if !p.await(c) {
+	accepted := time.Now()
+	if !p.cross(c, ToServer, accepted) || !p.cross(c, ToClient, accepted) {
 		return
 	}
 	var d net.Dialer
@@ -226,17 +263,20 @@ func (p *Proxy) serve(c *conn) {
 // forgotten so that the client's writes keep succeeding.
 func (p *Proxy) toServer(c *conn, up net.Conn) {
 	buf := make([]byte, bufSize)
-	for p.await(c) {
+	for {
 		n, err := c.client.Read(buf)
+		sent := time.Now()
 		if n > 0 && !p.isForgotten(c) {
 			// A write failing because Forget closed up is expected: the
 			// client must go on being drained, not disconnected.
-			if !p.send(c, up, buf[:n]) && !p.isForgotten(c) {
+			if !p.send(c, ToServer, up, buf[:n], sent) && !p.isForgotten(c) {
 				p.drop(c, false)
 				return
 			}
 		}
 		if err != nil {
+			// The client's close crosses the link like its bytes.
+			p.cross(c, ToServer, sent)
 			p.drop(c, false)
 			return
 		}
@@ -248,12 +288,13 @@ func (p *Proxy) toServer(c *conn, up net.Conn) {
 // must hear nothing at all.
 func (p *Proxy) toClient(c *conn, up net.Conn) {
 	buf := make([]byte, bufSize)
-	for p.await(c) {
+	for {
 		n, err := up.Read(buf)
+		sent := time.Now()
 		if p.isForgotten(c) {
 			return
 		}
-		if n > 0 && !p.send(c, c.client, buf[:n]) {
+		if n > 0 && !p.send(c, ToClient, c.client, buf[:n], sent) {
 			p.drop(c, false)
 			return
 		}
@@ -261,39 +302,71 @@ func (p *Proxy) toClient(c *conn, up net.Conn) {
 			p.mu.Lock()
 			d := p.slowClose
 			p.mu.Unlock()
-			pause(c.ctx, d)
+			if pause(c.ctx, d) {
+				p.cross(c, ToClient, sent.Add(d))
+			}
 			p.drop(c, false)
 			return
 		}
 	}
 }
 
-// send writes b to dst after the configured latency, holding it back while
-// the link is blackholed. It reports false if c was torn down or the write
-// failed.
-func (p *Proxy) send(c *conn, dst net.Conn, b []byte) bool {
+// send writes b, read at sent, to dst, which lies in direction dir, after
+// the configured latency, holding it back while that direction is
+// blackholed. It reports false if c was torn down or the write failed.
+func (p *Proxy) send(c *conn, dir Direction, dst net.Conn, b []byte, sent time.Time) bool {
 	p.mu.Lock()
 	d := p.latency
 	p.mu.Unlock()
-	if !pause(c.ctx, d) || !p.await(c) {
+	if !pause(c.ctx, d) || !p.cross(c, dir, sent.Add(d)) {
 		return false
 	}
 	_, err := dst.Write(b)
 	return err == nil
 }
 
-// await blocks while the proxy is blackholed and reports whether c is still
-// alive afterwards.
-func (p *Proxy) await(c *conn) bool {
-	p.mu.Lock()
-	healed := p.healed
-	p.mu.Unlock()
-	select {
-	case <-healed:
-		return c.ctx.Err() == nil
-	case <-c.ctx.Done():
-		return false
+// cross blocks until what was sent in direction dir at sent may cross the
+// link: at once if the link is up, else once it heals and, with
+// SetRetransmission, the next resend is due. It reports whether c is still
+// alive then.
+func (p *Proxy) cross(c *conn, dir Direction, sent time.Time) bool {
+	held := false
+	for {
+		p.mu.Lock()
+		healed, rto := p.healed[dir], p.rto
+		p.mu.Unlock()
+		select {
+		case <-healed:
+			if !held || rto <= 0 {
+				return c.ctx.Err() == nil
+			}
+			// The resend goes out when due; should the link be down
+			// again by then, it is lost too and the loop waits again.
+			if !pause(c.ctx, untilResend(sent, rto, time.Now())) {
+				return false
+			}
+			held = false
+		default:
+			held = true
+			select {
+			case <-healed:
+			case <-c.ctx.Done():
+				return false
+			}
+		}
 	}
+}
+
+// untilResend returns how long after now the first resend of a segment
+// sent at sent is due, with a retransmission timer starting at rto and
+// doubling at each resend.
+func untilResend(sent time.Time, rto time.Duration, now time.Time) time.Duration {
+	due := sent.Add(rto)
+	for !due.After(now) {
+		rto *= 2
+		due = due.Add(rto)
+	}
+	return due.Sub(now)
 }
 
 func (p *Proxy) isForgotten(c *conn) bool {

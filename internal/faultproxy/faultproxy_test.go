@@ -255,3 +255,96 @@ func TestCloseWhileBlackholed(t *testing.T) {
 	expectEnd(t, established, nil)
 	expectEnd(t, pending, nil)
 }
+
+// recorder echoes what it reads and reports each read on got, so a test can
+// tell a request held back on its way to the server from a reply held back
+// on its way back.
+func recorder(got chan<- string) func(net.Conn) {
+	return func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+			if _, err := c.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func expectReceived(t *testing.T, got <-chan string, want string) {
+	t.Helper()
+	select {
+	case s := <-got:
+		if s != want {
+			t.Fatalf("server read %q, want %q", s, want)
+		}
+	case <-time.After(patience):
+		t.Fatalf("server read nothing within %v, want %q", patience, want)
+	}
+}
+
+func expectNothingReceived(t *testing.T, got <-chan string) {
+	t.Helper()
+	select {
+	case s := <-got:
+		t.Fatalf("server read %q, want nothing", s)
+	case <-time.After(silence):
+	}
+}
+
+func TestBlackholeToClientRunsRequestsButHoldsReplies(t *testing.T) {
+	got := make(chan string, 4)
+	p := setup(t, recorder(got))
+	c := dial(t, p)
+	roundTrip(t, c, "up")
+	expectReceived(t, got, "up")
+
+	p.BlackholeOneWay(ToClient)
+	write(t, c, "request")
+	expectReceived(t, got, "request")
+	expectSilence(t, c)
+
+	p.Heal()
+	expect(t, c, "request")
+}
+
+func TestBlackholeToServerHoldsRequests(t *testing.T) {
+	got := make(chan string, 4)
+	p := setup(t, recorder(got))
+	c := dial(t, p)
+	roundTrip(t, c, "up")
+	expectReceived(t, got, "up")
+
+	p.BlackholeOneWay(ToServer)
+	write(t, c, "request")
+	expectNothingReceived(t, got)
+
+	p.Heal()
+	expectReceived(t, got, "request")
+	expect(t, c, "request")
+}
+
+func TestRetransmissionHoldsBytesPastHealUntilTheirResendIsDue(t *testing.T) {
+	const rto = 100 * time.Millisecond
+	p := setup(t, echo)
+	p.SetRetransmission(rto)
+	c := dial(t, p)
+	roundTrip(t, c, "up")
+
+	p.Blackhole()
+	sent := time.Now()
+	write(t, c, "held")
+	time.Sleep(rto + rto/2) // holds the blackhole past the first resend, due at rto
+	p.Heal()
+	expect(t, c, "held")
+	expectAtLeast(t, time.Since(sent), 3*rto) // the second resend
+	start := time.Now()
+	roundTrip(t, c, "fresh")
+	if elapsed := time.Since(start); elapsed >= rto {
+		t.Fatalf("fresh bytes took %v, want less than %v: nothing of theirs was lost", elapsed, rto)
+	}
+}

@@ -165,5 +165,5 @@ func TestRandomDoCancelCloseOnSharedConnectionsMatchesEveryReply(t *testing.T) {
 	assert.Positive(t, succeeded.Load(), "no call succeeded: the test proves nothing")
 	assert.Positive(t, interrupted.Load(), "no call was interrupted by its context")
 	assert.Equal(t, 0, s.Active, "stats after Close: %+v", s)
-	require.Eventually(t, func() bool { return mr.CurrentConnectionCount() == 0 }, 2*time.Second, 10*time.Millisecond)
+	waitForValue(t, 2*time.Second, "server connections", 0, mr.CurrentConnectionCount)
 }

@@ -20,6 +20,12 @@ const (
 // backoff waits before the next attempt after failures consecutive
 // failures; the first retry is immediate.
 func (p *Pool) backoff(ctx context.Context, failures int) error {
+	return backoffWait(ctx, p.closing, failures)
+}
+
+// backoffWait is the backoff of anything that ends with closing: a Pool,
+// a Cluster.
+func backoffWait(ctx, closing context.Context, failures int) error {
 	if failures <= 1 {
 		return nil
 	}
@@ -31,7 +37,7 @@ func (p *Pool) backoff(ctx context.Context, failures int) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-p.closing.Done():
+	case <-closing.Done():
 		return ErrPoolClosed
 	}
 }

@@ -69,6 +69,8 @@ type Cluster struct {
 	interval     time.Duration
 	maxRedirects int
 	closeBound   time.Duration // of every node pool's Close
+	blockSlice   time.Duration // every node pool's
+	maxActive    int           // every node pool's
 	logger       *slog.Logger
 
 	closing   context.Context
@@ -146,6 +148,8 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 		interval:     cmp.Or(opts.RefreshInterval, DefaultClusterRefreshInterval),
 		maxRedirects: cmp.Or(opts.MaxRedirects, DefaultMaxRedirects),
 		closeBound:   cfg.bounds().Close,
+		blockSlice:   cfg.blockSlice,
+		maxActive:    cfg.maxActive,
 		logger:       cfg.logger,
 		closeDone:    make(chan struct{}),
 		pools:        make(map[string]*Pool),
@@ -229,6 +233,22 @@ func (c *Cluster) blockingPop(ctx context.Context, cmd string, keys []string) (s
 		return "", "", err
 	}
 	return popReply(cmd, reply)
+}
+
+// queueSeam routes a Queue's calls: its keys share the hash tag {name}, so
+// its Lua scripts' connections go to that tag's node.
+func (c *Cluster) queueSeam(name string) queuePool {
+	tag := "{" + name + "}"
+	return queuePool{
+		do:         c.Do,
+		get:        func(ctx context.Context) (redis.Conn, error) { return c.Get(ctx, tag) },
+		blMove:     c.BLMove,
+		backoff:    func(ctx context.Context, failures int) error { return backoffWait(ctx, c.closing, failures) },
+		logger:     c.logger,
+		blockSlice: c.blockSlice,
+		maxActive:  c.maxActive,
+		closing:    c.closing,
+	}
 }
 
 // block runs a blocking call on the node of slot s, moving it with the

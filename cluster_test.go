@@ -202,3 +202,43 @@ func TestNewClusterRejectsInvalidOptions(t *testing.T) {
 		assert.ErrorIs(t, err, redisalive.ErrInvalidOptions, "%+v", o)
 	}
 }
+
+// TestQueueOnAClusterHandlesEveryItemOnTheNodeOfItsTag: a queue's keys
+// share the hash tag {name}, so its BLMOVE, acks and Lua scripts all run on
+// that tag's node.
+func TestQueueOnAClusterHandlesEveryItemOnTheNodeOfItsTag(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	c := newCluster(t, rc, redisalive.ClusterOptions{Node: redisalive.Options{BlockSlice: 200 * time.Millisecond}})
+	q, err := redisalive.NewQueue(c, "mail", redisalive.QueueOptions{Concurrency: 4})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var payloads [][]byte
+	for i := range 200 {
+		payloads = append(payloads, []byte(fmt.Sprint("job-", i)))
+	}
+	require.NoError(t, q.Push(ctx, payloads...))
+	var mu sync.Mutex
+	seen := map[string]int{}
+	consumeCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- q.Consume(consumeCtx, func(_ context.Context, payload []byte) error {
+			mu.Lock()
+			seen[string(payload)]++
+			if len(seen) == len(payloads) {
+				stop()
+			}
+			mu.Unlock()
+			return nil
+		})
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("the queue on the cluster did not handle every item within 20s")
+	}
+	assert.Len(t, seen, len(payloads), "every item handled")
+	owner := rc.NodeForSlot(t, redistest.KeySlot(q.PendingKey()))
+	assert.Positive(t, c.Stats()[owner.Addr()].BlockingRounds, "the queue's reads ran on the node of its tag")
+}

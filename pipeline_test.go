@@ -179,3 +179,33 @@ func TestAutoPipelineCallersOnADeadLinkReturnWithinReadTimeout(t *testing.T) {
 		return err == nil && v == 7
 	})
 }
+
+// TestAutoPipelineBoundsWhatWaitsOnAStalledServer: past PipelineDepth,
+// callers wait for room, each bounded by its own context, and the pool
+// serves again once the server does.
+func TestAutoPipelineBoundsWhatWaitsOnAStalledServer(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newServerPool(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, PipelineDepth: 4, ReadTimeout: 3 * time.Second})
+	ctx := context.Background()
+	_, err := p.Do(ctx, "PING")
+	require.NoError(t, err)
+	stalled := stallServer(t, srv, time.Second)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range 10 {
+		wg.Go(func() {
+			short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer cancel()
+			_, err := p.Do(short, "ECHO", i)
+			assert.ErrorIs(t, err, context.DeadlineExceeded, "caller %d", i)
+		})
+	}
+	wg.Wait()
+	assert.Less(t, time.Since(start), 800*time.Millisecond, "every caller returned by its deadline, room or not")
+	stalled()
+	for i := range 20 {
+		v, err := redis.Int(p.Do(ctx, "ECHO", i))
+		require.NoError(t, err)
+		require.Equal(t, i, v)
+	}
+}

@@ -110,9 +110,15 @@ type Queue struct {
 	failLog, opLog logLimit
 }
 
-// queuePool is what a Queue uses of its Pool: the calls it makes and the
-// settings it depends on, captured once by NewQueue, so that the queue
-// depends on this much of the pool and nothing more.
+// QueueBackend is what a Queue runs on: a *Pool, or a *Cluster, on which
+// the queue's keys, sharing the hash tag {name}, live on one node.
+type QueueBackend interface {
+	queueSeam(name string) queuePool
+}
+
+// queuePool is what a Queue uses of its Pool or Cluster: the calls it
+// makes and the settings it depends on, captured once by NewQueue, so that
+// the queue depends on this much of them and nothing more.
 type queuePool struct {
 	do         func(ctx context.Context, cmd string, args ...any) (any, error)
 	get        func(ctx context.Context) (redis.Conn, error)
@@ -125,7 +131,7 @@ type queuePool struct {
 	closing context.Context
 }
 
-func poolSeam(p *Pool) queuePool {
+func (p *Pool) queueSeam(string) queuePool {
 	return queuePool{
 		do:         p.Do,
 		get:        p.Get,
@@ -149,15 +155,24 @@ type QueueStats struct {
 	Requeued int64
 }
 
-// NewQueue returns the queue called name on p. It validates opts and
-// reports the first invalid field with an error matching
-// ErrInvalidOptions. It sends no command.
-func NewQueue(p *Pool, name string, opts QueueOptions) (*Queue, error) {
+// NewQueue returns the queue called name on b, a *Pool or a *Cluster. It
+// validates opts and reports the first invalid field with an error
+// matching ErrInvalidOptions. It sends no command.
+func NewQueue(b QueueBackend, name string, opts QueueOptions) (*Queue, error) {
 	bad := func(field string, v any, reason string) (*Queue, error) {
 		return nil, &OptionError{Field: field, Value: v, Reason: reason, of: "QueueOptions"}
 	}
-	if p == nil {
-		return nil, fmt.Errorf("redisalive: NewQueue: nil Pool: %w", ErrInvalidOptions)
+	switch b := b.(type) {
+	case nil:
+		return nil, fmt.Errorf("redisalive: NewQueue: nil backend: %w", ErrInvalidOptions)
+	case *Pool:
+		if b == nil {
+			return nil, fmt.Errorf("redisalive: NewQueue: nil Pool: %w", ErrInvalidOptions)
+		}
+	case *Cluster:
+		if b == nil {
+			return nil, fmt.Errorf("redisalive: NewQueue: nil Cluster: %w", ErrInvalidOptions)
+		}
 	}
 	if name == "" {
 		return nil, fmt.Errorf("redisalive: NewQueue: a queue name is required: %w", ErrInvalidOptions)
@@ -175,7 +190,7 @@ func NewQueue(p *Pool, name string, opts QueueOptions) (*Queue, error) {
 		return bad("DeadAfter", opts.DeadAfter, "must not be negative (zero selects the default)")
 	}
 	q := &Queue{
-		pool:        poolSeam(p),
+		pool:        b.queueSeam(name),
 		name:        name,
 		id:          cmp.Or(opts.ConsumerID, defaultConsumerID()),
 		concurrency: cmp.Or(opts.Concurrency, 1),

@@ -97,6 +97,8 @@ type pipeSlot struct {
 // waiting for the reply by ctx, and by the reader's ReadTimeout on a link
 // that stops answering.
 func (p *Pool) pipelined(ctx context.Context, cmd string, args []any) (any, error) {
+	p.pipeCallers.Add(1)
+	defer p.pipeCallers.Add(-1)
 	req := newRequest(cmd, args)
 	for try := 1; ; try++ {
 		pl, err := p.pipelineFor(ctx)
@@ -139,6 +141,10 @@ func (p *Pool) pipelined(ctx context.Context, cmd string, args []any) (any, erro
 // which cost the same one write, and a second connection pays only once
 // the first is busy enough that its reader is the bottleneck.
 const pipelineSpill = 32
+
+// pipelineGather is how many callers must be running pipelined commands
+// for the writer to yield before it writes, to gather more of them.
+const pipelineGather = pipelineSpill
 
 // pipelineFor returns a serving shared connection: the first with room
 // under pipelineSpill, else the least busy; it makes one in an empty or
@@ -304,9 +310,14 @@ func (pl *pipeline) write() {
 			pl.end(ErrPoolClosed)
 			return
 		}
-		// Let the callers that are running queue their commands too: one
-		// write for many is the point, and a write costs a syscall.
-		runtime.Gosched()
+		// With many callers, let those that are running queue their
+		// commands too: one write for many is the point, and a write costs
+		// a syscall. With few, the yield only delays the write: every
+		// caller ends up in one batch, and client and server take turns
+		// idling (BENCHMARKS.md has the numbers).
+		if pl.p.pipeCallers.Load() >= pipelineGather {
+			runtime.Gosched()
+		}
 		pl.mu.Lock()
 		batch, pl.queue = pl.queue, batch[:0]
 		pl.mu.Unlock()

@@ -42,6 +42,10 @@ type Pool struct {
 
 	pipes []pipeSlot // the shared connections of AutoPipeline; nil without it
 
+	// pipeCallers counts the callers inside pipelined: how many commands
+	// the shared connections may be asked to carry at once.
+	pipeCallers atomic.Int64
+
 	mu      sync.Mutex // guards the fields below
 	idle    []*conn    // LIFO: the most recently returned last
 	all     map[*conn]struct{}

@@ -88,8 +88,20 @@ func (r *request) recycle() {
 
 // pipeSlot holds one of a pool's shared connections.
 type pipeSlot struct {
-	pl   atomic.Pointer[pipeline]
-	lock chan struct{} // capacity 1: held while a pipeline is made for the slot
+	pl atomic.Pointer[pipeline]
+
+	mu     sync.Mutex
+	making *pipeMake // the shared connection being made for the slot, if any
+}
+
+// pipeMake is one attempt to make a slot's shared connection. Every caller
+// that finds the slot empty meanwhile waits for it and shares its outcome,
+// so a server that cannot be reached costs them all one dial, not one each
+// in turn.
+type pipeMake struct {
+	done chan struct{} // closed when pl or err is set
+	pl   *pipeline
+	err  error
 }
 
 // pipelined runs a command on one of the pool's shared connections. It is
@@ -102,10 +114,11 @@ func (p *Pool) pipelined(ctx context.Context, cmd string, args []any) (any, erro
 	req := newRequest(cmd, args)
 	for try := 1; ; try++ {
 		pl, err := p.pipelineFor(ctx)
-		if err == nil {
-			err = pl.enqueue(ctx, req)
-		}
 		if err != nil {
+			req.recycle()
+			return nil, err // says already what failed: the checkout or the dial
+		}
+		if err = pl.enqueue(ctx, req); err != nil {
 			req.recycle()
 			if errors.Is(err, errRequeue) && try < pipelineRetries {
 				req = newRequest(cmd, args)
@@ -166,18 +179,51 @@ func (p *Pool) pipelineFor(ctx context.Context) (*pipeline, error) {
 	return best, nil
 }
 
-// makePipeline makes a shared connection in slot, unless another caller
-// made one while this one waited to.
+// makePipeline returns the shared connection of slot, making it unless
+// another caller already is. The making runs apart from the callers, so
+// that each can leave when its ctx ends; it is bounded by PoolTimeout and
+// DialTimeout, and by the pool closing.
 func (p *Pool) makePipeline(ctx context.Context, slot *pipeSlot) (*pipeline, error) {
-	select {
-	case slot.lock <- struct{}{}:
-		defer func() { <-slot.lock }()
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	slot.mu.Lock()
 	if pl := slot.pl.Load(); pl != nil && !pl.ended() {
-		return pl, nil // made while we waited
+		slot.mu.Unlock()
+		return pl, nil // made while we waited for the lock
 	}
+	m := slot.making
+	if m == nil {
+		m = &pipeMake{done: make(chan struct{})}
+		if !p.goBackground(func() { p.fillSlot(slot, m) }) {
+			slot.mu.Unlock()
+			return nil, ErrPoolClosed
+		}
+		slot.making = m
+	}
+	slot.mu.Unlock()
+	select {
+	case <-m.done:
+		return m.pl, m.err
+	case <-ctx.Done():
+		return nil, p.wrapErr(ctx, "checkout", ctx.Err())
+	}
+}
+
+// fillSlot makes the shared connection of slot for m.
+func (p *Pool) fillSlot(slot *pipeSlot, m *pipeMake) {
+	m.pl, m.err = p.newPipeline(p.closing)
+	if m.err != nil && p.closing.Err() != nil {
+		m.err = ErrPoolClosed
+	}
+	slot.mu.Lock()
+	if m.err == nil {
+		slot.pl.Store(m.pl)
+	}
+	slot.making = nil
+	slot.mu.Unlock()
+	close(m.done)
+}
+
+// newPipeline checks out a connection and starts a pipeline on it.
+func (p *Pool) newPipeline(ctx context.Context) (*pipeline, error) {
 	start := time.Now()
 	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
 	if err != nil {
@@ -198,7 +244,6 @@ func (p *Pool) makePipeline(ctx context.Context, slot *pipeSlot) (*pipeline, err
 		p.put(c, false)
 		return nil, ErrPoolClosed
 	}
-	slot.pl.Store(pl)
 	return pl, nil
 }
 

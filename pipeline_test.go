@@ -3,6 +3,7 @@ package redisalive_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,4 +209,31 @@ func TestAutoPipelineBoundsWhatWaitsOnAStalledServer(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, i, v)
 	}
+}
+
+func TestAutoPipelineCallersFindingNoSharedConnectionShareOneDial(t *testing.T) {
+	ln := silentServer(t) // accepts and never answers, so the AUTH of each dial waits for DialTimeout
+	const dialTimeout = 200 * time.Millisecond
+	p, err := redisalive.NewPool(redisalive.Options{Addr: ln.Addr().String(), Password: "secret", AutoPipeline: true, DialTimeout: dialTimeout})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+
+	const callers = 16
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range callers {
+		wg.Go(func() { _, errs[i] = p.Do(context.Background(), "PING") })
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for _, err := range errs {
+		require.ErrorContains(t, err, "i/o timeout")
+		require.Equal(t, 1, strings.Count(err.Error(), "redisalive:"), "one prefix, naming the dial: %v", err)
+	}
+	t.Logf("%d callers failed in %v; first error: %v", callers, took, errs[0])
+	// Taking turns at the dial, as they once did, they needed callers ×
+	// DialTimeout (3.2 s).
+	assert.Less(t, took, 5*dialTimeout, "callers share the making of the shared connection")
+	assert.LessOrEqual(t, p.Stats().DialErrors, int64(2), "dials made for the callers")
 }

@@ -80,9 +80,6 @@ func NewPool(opts Options) (*Pool, error) {
 	p.closing, p.cancel = context.WithCancel(context.Background())
 	if cfg.pipelineConns > 0 {
 		p.pipes = make([]pipeSlot, cfg.pipelineConns)
-		for i := range p.pipes {
-			p.pipes[i].lock = make(chan struct{}, 1)
-		}
 	}
 	p.wg.Add(1)
 	go p.healthLoop()

@@ -191,11 +191,20 @@ func newConn(nc net.Conn, cfg *config, now time.Time) *conn {
 	return c
 }
 
-// tlsAbsorbWait is how long an idle check lets crypto/tls read what the
-// peek saw waiting on a TLS connection. The bytes are already in the
-// kernel, so reading them is immediate; the wait only ends the read once
-// they turned out to be no application data.
-const tlsAbsorbWait = time.Millisecond
+// tlsAbsorbWaits are the waits, in turn, an idle check gives crypto/tls to
+// read what the peek saw waiting on a TLS connection. The bytes are already
+// in the kernel, so reading them is immediate; the first wait only ends the
+// read once they turned out to be no application data. The later ones are
+// for a busy machine: a deadline that passes before the read begins makes
+// Go return without reading at all, and under load (measured with the race
+// detector and two CPU hogs on two cores) that left a server-closed
+// connection looking healthy. So while the bytes are still unread, the read
+// is tried again, for longer.
+var tlsAbsorbWaits = [...]time.Duration{time.Millisecond, 5 * time.Millisecond, 25 * time.Millisecond}
+
+// testHookTLSAbsorb runs between setting an absorb read's deadline and the
+// read, so a test can play the scheduler that delays one.
+var testHookTLSAbsorb = func() {}
 
 // checkIdle checks an idle connection without a round trip: nil if it
 // looks healthy, an error if the server closed it or the protocol is out
@@ -204,12 +213,12 @@ const tlsAbsorbWait = time.Millisecond
 // On TLS a peek at the raw socket sees records, not replies: the session
 // tickets a TLS 1.3 server sends after the handshake look like data, and a
 // close_notify alert is data too. So when bytes are waiting, crypto/tls
-// reads them for tlsAbsorbWait: it absorbs tickets and other post-handshake
-// messages (healthy), reports close_notify or EOF (closed), or returns
-// application data (out of step). Tickets arrive with a connection's first
-// reply, which consumes them, so this costs one millisecond rarely, and no
-// round trip ever; reading the tickets right after the handshake instead
-// would cost every new connection a wait for them.
+// reads them briefly: it absorbs tickets and other post-handshake messages
+// (healthy), reports close_notify or EOF (closed), or returns application
+// data (out of step). Tickets arrive with a connection's first reply, which
+// consumes them, so this costs one millisecond rarely, and no round trip
+// ever; reading the tickets right after the handshake instead would cost
+// every new connection a wait for them.
 func (c *conn) checkIdle(now time.Time) error {
 	c.peekedAt = now
 	err := c.check.check()
@@ -217,18 +226,26 @@ func (c *conn) checkIdle(now time.Time) error {
 		return err
 	}
 	var b [1]byte
-	c.tls.SetReadDeadline(time.Now().Add(tlsAbsorbWait))
-	n, err := c.tls.Read(b[:])
-	c.tls.SetReadDeadline(time.Time{})
-	switch {
-	case n > 0:
-		return errUnexpectedData
-	case isTimeout(err):
-		return nil
-	case err == nil:
-		return errUnexpectedData
+	for _, wait := range tlsAbsorbWaits {
+		c.tls.SetReadDeadline(time.Now().Add(wait))
+		testHookTLSAbsorb()
+		n, err := c.tls.Read(b[:])
+		c.tls.SetReadDeadline(time.Time{})
+		switch {
+		case n > 0 || err == nil:
+			return errUnexpectedData
+		case !isTimeout(err):
+			return err
+		}
+		// Timed out: healthy if crypto/tls took every waiting byte and found
+		// no data in them; if the bytes are still in the kernel, the
+		// deadline passed before the read began.
+		if err := c.check.check(); err != errUnexpectedData {
+			return err
+		}
 	}
-	return err
+	// Bytes waiting that three reads never reached: too unsure to hand out.
+	return errUnexpectedData
 }
 
 // lastActive is when the connection last proved itself alive.

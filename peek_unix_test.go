@@ -80,6 +80,25 @@ func TestCheckIdleTellsTLSTicketsFromCloseFromOutOfStep(t *testing.T) {
 		require.Eventually(t, func() bool { return c.checkIdle(time.Now()) != nil }, time.Second, time.Millisecond)
 		assert.ErrorIs(t, c.checkIdle(time.Now()), io.EOF)
 	})
+	t.Run("closed by the server, the first read late", func(t *testing.T) {
+		// On a busy machine the absorb read can begin after its deadline,
+		// and then it reads nothing; the close must still be seen.
+		c := dial(t)
+		_, err := c.rc.Do("PING")
+		require.NoError(t, err)
+		srv.Do(t, "CLIENT", "KILL", "TYPE", "normal")
+		require.Eventually(t, func() bool { return c.check.check() != nil }, time.Second, time.Millisecond,
+			"the close never reached the raw socket")
+		late := 0
+		testHookTLSAbsorb = func() {
+			if late++; late == 1 {
+				time.Sleep(2 * tlsAbsorbWaits[0])
+			}
+		}
+		defer func() { testHookTLSAbsorb = func() {} }()
+		assert.ErrorIs(t, c.checkIdle(time.Now()), io.EOF, "a late first read must not make a closed connection look healthy")
+		assert.Equal(t, 2, late, "the second read found the close")
+	})
 	t.Run("a reply nobody read", func(t *testing.T) {
 		c := dial(t)
 		_, err := c.rc.Do("PING") // the tickets arrive with the first reply

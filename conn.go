@@ -38,10 +38,13 @@ type limitConn struct {
 	// Owned by the goroutine that reads.
 	readDeadline time.Time // as last set, after the cap
 	quiet        *quietRead
-	// replyWithin, on a shared connection, is how long a read may wait:
-	// its reader reads only while replies are due, so each read syscall
-	// gets this deadline, and redigo's per-reply deadlines are ignored.
+	// replyWithin, on a shared connection, is how long a read may wait
+	// while replies are due (repliesDue > 0): each read syscall then gets
+	// this deadline, and redigo's per-reply deadlines are ignored. With none
+	// due the read waits without a deadline, so the reader sleeps on the
+	// socket alone; see armReply for how a write wakes the deadline.
 	replyWithin time.Duration
+	repliesDue  *atomic.Int64
 }
 
 // quietRead lets a read wait as long as the link is healthy. It suits a
@@ -95,8 +98,7 @@ func (c *limitConn) SetWriteDeadline(t time.Time) error {
 func (c *limitConn) Read(b []byte) (int, error) {
 	switch {
 	case c.replyWithin > 0:
-		c.Conn.SetReadDeadline(time.Now().Add(c.replyWithin))
-		c.reabort()
+		return c.readReply(b)
 	case c.quiet != nil:
 		return c.readQuietly(b)
 	}
@@ -129,6 +131,38 @@ func (c *limitConn) readQuietly(b []byte) (int, error) {
 		pinged = true
 		wake = time.Now().Add(q.within)
 	}
+}
+
+// readReply is a shared connection's read: bounded by replyWithin while
+// replies are due, unbounded while none are, so an idle shared connection
+// costs no timer and its reader wakes only for data or the server's close.
+func (c *limitConn) readReply(b []byte) (int, error) {
+	for {
+		if c.repliesDue.Load() == 0 {
+			// Cleared first, then re-checked: a writer that made a reply
+			// due meanwhile has armed the deadline after this clear, or is
+			// seen by the check (armReply).
+			c.Conn.SetReadDeadline(time.Time{})
+		}
+		if c.repliesDue.Load() > 0 {
+			c.Conn.SetReadDeadline(time.Now().Add(c.replyWithin))
+		}
+		c.reabort()
+		n, err := c.Conn.Read(b)
+		if n > 0 || !isTimeout(err) || c.dead.Load() || c.repliesDue.Load() > 0 {
+			return n, err
+		}
+		// A writer's arming that came late, for a reply read meanwhile:
+		// nothing is due, so wait on.
+	}
+}
+
+// armReply is the writer's side of a shared connection's read deadline:
+// after making the first reply due, it gives the read already waiting
+// without a deadline one of replyWithin.
+func (c *limitConn) armReply() {
+	c.Conn.SetReadDeadline(time.Now().Add(c.replyWithin))
+	c.reabort()
 }
 
 func isTimeout(err error) bool {

@@ -51,6 +51,13 @@ type pipeline struct {
 
 	outstanding atomic.Int64 // queued or in flight
 	lastUsed    atomic.Int64 // UnixNano of the last write
+
+	// due counts the commands handed to the reader whose replies it has
+	// not read. The reader waits on the socket, not on inflight, so that a
+	// batch wakes it once, by its replies; due tells its reads whether a
+	// deadline applies (limitConn.replyWithin).
+	due        atomic.Int64
+	writerDone atomic.Bool // the writer has ended: with nothing due, so may the reader
 }
 
 // request is one caller's command on a pipeline. Requests are recycled:
@@ -238,7 +245,7 @@ func (p *Pool) newPipeline(ctx context.Context) (*pipeline, error) {
 		inflight: make(chan *request, p.cfg.pipelineDepth),
 		done:     make(chan struct{}),
 	}
-	c.nc.replyWithin = p.cfg.readTimeout
+	c.nc.replyWithin, c.nc.repliesDue = p.cfg.readTimeout, &pl.due
 	pl.lastUsed.Store(start.UnixNano())
 	if !p.goBackground(pl.run) {
 		p.put(c, false)
@@ -344,7 +351,16 @@ func (pl *pipeline) deliver(req *request, reply any, err error) {
 // pipeline ends or the pool closes. A command whose caller gave up before
 // it was written is not sent at all.
 func (pl *pipeline) write() {
-	defer close(pl.inflight) // the reader then finishes what is in flight
+	defer func() {
+		close(pl.inflight) // the reader then finishes what is in flight
+		pl.writerDone.Store(true)
+		if pl.due.Load() == 0 {
+			// Nothing in flight: wake the reader from its wait on the
+			// socket. Else the reader sees writerDone after its last reply
+			// (both sides store, then load: one sees the other).
+			pl.c.nc.abort()
+		}
+	}()
 	var batch []*request
 	for {
 		select {
@@ -379,29 +395,39 @@ func (pl *pipeline) write() {
 			}
 		}
 		pl.c.nc.Conn.SetWriteDeadline(time.Now().Add(pl.p.cfg.writeTimeout))
+		// Made due before any of it can leave, once for the batch: the
+		// counter is shared with the reader's core.
+		if n := int64(len(batch)); pl.due.Add(n) == n {
+			pl.c.nc.armReply() // the reader may be waiting without a deadline
+		}
 		sent, unsent := 0, batch[:0]
 		var err error
 		for i, req := range batch {
 			if req.state.Load() == reqAbandoned {
+				pl.due.Add(-1)
 				pl.deliver(req, nil, nil) // recycles it
 				continue
 			}
-			err = pl.rc.Send(req.cmd, req.args...)
-			// Handed to the reader even when Send failed, since part of it
+			// Handed to the reader before any of it can leave, so that its
+			// reply finds it there, and even if Send fails, since part of it
 			// may have left: the reader fails it with the connection.
 			pl.inflight <- req // never blocks: the tokens bound what is in flight
+			err = pl.rc.Send(req.cmd, req.args...)
 			sent++
 			if err != nil {
 				unsent = batch[i+1:]
+				pl.due.Add(-int64(len(unsent)))
 				break
 			}
 		}
+		// Counted before the flush, whose replies may reach their callers
+		// before the writer runs again.
+		pl.p.counters.pipelined.Add(int64(sent))
+		pl.p.counters.pipelineBatches.Add(1)
 		if err == nil {
 			err = pl.rc.Flush()
 		}
 		pl.lastUsed.Store(time.Now().UnixNano())
-		pl.p.counters.pipelined.Add(int64(sent))
-		pl.p.counters.pipelineBatches.Add(1)
 		if err != nil {
 			pl.fail(err, unsent) // what the reader holds fails there
 			return
@@ -434,23 +460,45 @@ func (pl *pipeline) fail(err error, unsent []*request) {
 }
 
 // read is the reader: it hands each reply to the caller of the command at
-// the head of the in-flight queue. A reply slower than ReadTimeout, an
-// EOF or a reset fails the connection and every command on it at once.
+// the head of the in-flight queue. It waits on the socket even when
+// nothing is in flight, so a batch costs it one wake-up, by the replies,
+// and a server's close is seen at once. A reply slower than ReadTimeout,
+// an EOF or a reset fails the connection and every command on it at once.
 // When the writer has ended and nothing is in flight, it returns the
 // connection to the pool, closed.
 func (pl *pipeline) read() {
 	var failed error
-	for req := range pl.inflight {
-		if failed != nil {
-			pl.deliver(req, nil, failed)
-			continue
-		}
+	for !pl.writerDone.Load() || pl.due.Load() != 0 {
 		reply, err := pl.rc.Receive()
 		if _, isServerErr := err.(redis.Error); err != nil && !isServerErr {
+			if pl.writerDone.Load() && pl.due.Load() == 0 {
+				break // woken by the writer's end, with nothing due
+			}
 			failed = err
-			pl.fail(err, nil)
+			break
 		}
+		var req *request
+		select {
+		case req = <-pl.inflight:
+		default:
+			// A reply before any command: not this connection's protocol.
+			failed = errUnexpectedData
+		}
+		if failed != nil {
+			break
+		}
+		pl.due.Add(-1)
 		pl.deliver(req, reply, err)
+	}
+	if failed != nil {
+		pl.fail(failed, nil)
+	}
+	// What is still in flight fails with the connection, once the writer
+	// has let go of it. Its callers hear of it after the connection is
+	// closed and counted, so that Stats agree with what they saw.
+	var unanswered []*request
+	for req := range pl.inflight {
+		unanswered = append(unanswered, req)
 	}
 	pl.end(ErrPoolClosed) // for a writer that ended on its own
 	pl.mu.Lock()
@@ -464,6 +512,10 @@ func (pl *pipeline) read() {
 		reason = CloseDead // no reply within ReadTimeout, or the server closed it
 	}
 	pl.p.discard(pl.c, reason)
+	for _, req := range unanswered {
+		pl.due.Add(-1)
+		pl.deliver(req, nil, failed)
+	}
 }
 
 // checkShared is the health checker's visit to the shared connections: a

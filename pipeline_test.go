@@ -131,9 +131,30 @@ func TestAutoPipelineNoCallerMeetsASharedConnectionTheServerClosed(t *testing.T)
 		require.NoError(t, err, "the first command after the server closed the shared connection")
 		assert.Equal(t, "first try", v)
 	}
+	// The reader closes and counts the dead connection as the retried
+	// command goes out on a new one: the count may trail the reply.
+	waitFor(t, time.Second, "both dead connections counted", func() bool { return p.Stats().DeadClosed == 2 })
+	assert.Zero(t, p.Stats().ErrorClosed, "ErrorClosed")
+}
+
+// TestAutoPipelineIdleSharedConnectionOutlivesReadTimeout: the reader of
+// a shared connection waits on its socket even with nothing in flight; that
+// wait has no deadline, so quiet is no failure, and the next command goes
+// out on the same connection.
+func TestAutoPipelineIdleSharedConnectionOutlivesReadTimeout(t *testing.T) {
+	srv := redistest.Start(t)
+	const readTimeout = 100 * time.Millisecond
+	p := newServerPool(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, ReadTimeout: readTimeout, HealthCheckInterval: time.Minute})
+	ctx := context.Background()
+	for i := range 3 {
+		v, err := redis.Int(p.Do(ctx, "ECHO", i))
+		require.NoError(t, err)
+		assert.Equal(t, i, v)
+		time.Sleep(5 * readTimeout)
+	}
 	s := p.Stats()
-	assert.Equal(t, int64(2), s.DeadClosed, "DeadClosed: %+v", s)
-	assert.Zero(t, s.ErrorClosed, "ErrorClosed")
+	assert.Equal(t, int64(1), s.Dials, "Dials: one shared connection throughout")
+	assert.Zero(t, s.DeadClosed+s.ErrorClosed, "no connection closed: %+v", s)
 }
 
 // TestAutoPipelineCallersOnADeadLinkReturnWithinReadTimeout: commands in

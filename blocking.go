@@ -432,6 +432,12 @@ func (p *Pool) blockingConn(ctx context.Context, zombies *[]int64) (*conn, error
 			c.clientID = id
 		case c.broken():
 			p.put(c, false)
+			if cerr := ctxErr(ctx); cerr != nil {
+				// The caller's ctx ended as the reply came: whatever it
+				// was (miniredis answers with an error), the caller must
+				// see its ctx, not a reply to a command it never sent.
+				return nil, cerr
+			}
 			return nil, err
 		default:
 			c.clientID = -1 // the server has no CLIENT ID (miniredis): no zombie killing

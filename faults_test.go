@@ -40,6 +40,7 @@ func TestFaults(t *testing.T) {
 		return
 	}
 	t.Run("BRPopBlackhole", overTCPAndTLS(faultTestBRPopUnderBlackhole))
+	t.Run("BRPopWrittenIntoBlackhole", overTCPAndTLS(faultTestBRPopWrittenIntoBlackhole))
 	t.Run("HealthCheckBlackhole", overTCPAndTLS(faultTestHealthCheckUnderBlackhole))
 	t.Run("KeepAlive", faultTestKeepAliveAlone)
 	t.Run("UserTimeout", faultTestUserTimeout)
@@ -278,6 +279,33 @@ func faultTestBRPopUnderBlackhole(t *testing.T, startServer func(testing.TB, ...
 	took := at.Sub(pushed)
 	assert.Equal(t, "after", v)
 	faultAssertElapsed(t, "delivery of an element pushed after healing", took, 0, faultPlus20(time.Second))
+	assert.Empty(t, cons.errors(), "BRPop must retry internally, not return errors")
+}
+
+// 1b. A round written into a link already dead fails at its read deadline
+// and is abandoned. Its BRPOP, still unacknowledged in the kernel, may reach
+// the server once the link heals, as the abandoned socket's close does; the
+// element pushed at healing must still reach the consumer, not that
+// abandoned connection.
+func faultTestBRPopWrittenIntoBlackhole(t *testing.T, startServer func(testing.TB, ...string) *redistest.Server) {
+	srv := startServer(t)
+	const slice = 500 * time.Millisecond
+	p := newServerPool(t, srv, redisalive.Options{BlockSlice: slice, DialTimeout: 300 * time.Millisecond})
+	// A blocking read ended by its deadline leaves one idle connection
+	// that knows its server id, so the next round's first write is BRPOP.
+	ctx, cancel := context.WithTimeout(context.Background(), slice)
+	_, _, err := p.BRPop(ctx, "q")
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Equal(t, 1, p.Stats().Idle)
+
+	heal := faultnet.Blackhole(t, srv.Port(), faultnet.Both)
+	cons := faultStartConsumer(t, p, "q") // its first round goes into the blackhole
+	waitFor(t, 2*faultPlus20(slice+blockGrace), "the round to fail", func() bool { return p.Stats().BlockingRedials > 0 })
+	heal()
+	faultPush(t, srv, "q", "after")
+	v, _ := cons.receive(t, 10*time.Second)
+	assert.Equal(t, "after", v)
 	assert.Empty(t, cons.errors(), "BRPop must retry internally, not return errors")
 }
 

@@ -32,8 +32,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 // deadline that a healthy but silent link would reach.
 type limitConn struct {
 	net.Conn
-	limit atomic.Int64 // UnixNano of the cap; 0: none. Set by the reader, read by the writer too
-	dead  atomic.Bool  // set by abort
+	limit  atomic.Int64 // UnixNano of the cap; 0: none. Set by the reader, read by the writer too
+	dead   atomic.Bool  // set by abort
+	failed atomic.Bool  // a read or write failed: see Close
+	tcp    *net.TCPConn // the socket under TLS, if TCP; for Close
 
 	// Owned by the goroutine that reads.
 	readDeadline time.Time // as last set, after the cap
@@ -95,7 +97,38 @@ func (c *limitConn) SetWriteDeadline(t time.Time) error {
 	return err
 }
 
+// Close closes the socket. One that failed or was aborted is closed with a
+// reset, its unsent and unacknowledged bytes dropped (SO_LINGER 0): else the
+// kernel goes on retransmitting them, and a command written into a dead
+// link reaches the server once the link heals, long after it was
+// abandoned. A BRPOP that arrives that way pops an element for a socket
+// that no longer reads it (TestFaults/BRPopWrittenIntoBlackhole). redigo
+// itself closes the connection on a failed read, so this is the one place
+// that sees every such close.
+func (c *limitConn) Close() error {
+	if c.tcp != nil && (c.failed.Load() || c.dead.Load()) {
+		c.tcp.SetLinger(0)
+	}
+	return c.Conn.Close()
+}
+
+func (c *limitConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
 func (c *limitConn) Read(b []byte) (int, error) {
+	n, err := c.read(b)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *limitConn) read(b []byte) (int, error) {
 	switch {
 	case c.replyWithin > 0:
 		return c.readReply(b)
@@ -220,6 +253,7 @@ func newConn(nc net.Conn, cfg *config, now time.Time) *conn {
 	if tc, ok := nc.(*tls.Conn); ok {
 		c.tls, raw = tc, tc.NetConn()
 	}
+	c.nc.tcp, _ = raw.(*net.TCPConn)
 	c.check.init(raw)
 	c.rc = redis.NewConn(c.nc, cfg.readTimeout, cfg.writeTimeout)
 	return c

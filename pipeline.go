@@ -40,7 +40,7 @@ type pipeline struct {
 
 	slots    chan struct{} // a token per command queued or in flight: bounds memory
 	wake     chan struct{} // work for the writer
-	inflight chan *request // written, in order, replies due; closed by the writer as it ends
+	inflight chan *request // handed to the reader as they are written, in order; closed by the writer as it ends
 	done     chan struct{} // closed when the pipeline takes no more commands
 
 	mu    sync.Mutex // guards queue and err
@@ -519,8 +519,8 @@ func (pl *pipeline) read() {
 }
 
 // checkShared is the health checker's visit to the shared connections: a
-// peek at each one with nothing in flight, which finds a server's close,
-// and a PING through one quiet for HealthCheckInterval, which finds a
+// peek at each one with nothing in flight, which finds a server's close
+// (the reader, waiting on the socket, usually has already), and a PING through one quiet for HealthCheckInterval, which finds a
 // dead link by its reply not coming within ReadTimeout.
 func (p *Pool) checkShared(now time.Time) {
 	for i := range p.pipes {

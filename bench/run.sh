@@ -9,6 +9,8 @@
 #   BENCH_HEALTH_COUNT  -count of the health-checker benchmark (default 3)
 #   BENCH_PIPELINE_CONNS  shared connections of redisalive-auto (default: the
 #                       library's DefaultPipelineConns)
+#   BENCH_CEILING_ROUNDS  rounds of redis-benchmark's ceiling (ceiling.sh,
+#                       default 3)
 #   BENCH_PIN=1         pin redis-server to the last CPU and the clients to
 #                       the others, so they never share a core: throughput
 #                       is then bound by the client's own CPU cost
@@ -89,3 +91,10 @@ if ! go run golang.org/x/perf/cmd/benchstat@latest \
 	echo "run.sh: benchstat unavailable; skipped" >&2
 fi
 echo '```'
+
+# What Redis's own C client reaches with as many commands in flight as the
+# goroutines above: a ceiling for any client at that concurrency.
+echo
+echo "redis-benchmark with 16 and 64 commands in flight (ceiling.sh):"
+echo
+./ceiling.sh

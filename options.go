@@ -159,11 +159,10 @@ type Options struct {
 	// and their replies are read in one read, so throughput under
 	// concurrency rises past one connection per caller: on a 2-core machine
 	// 2.6–2.8× redigo at 64 callers, 1.1–1.3× at 16, 0.92–1.04× at 1
-	// (BENCHMARKS.md). Commands that
-	// cannot share a connection (blocking commands, MULTI/EXEC/WATCH,
-	// SUBSCRIBE, SELECT and the like) keep a connection of their own, as
-	// do Get's. Every bound stays: see the README's Auto-pipelining
-	// section. Zero: off.
+	// (BENCHMARKS.md). Commands that cannot share a connection (blocking
+	// commands, MULTI/EXEC/WATCH, SUBSCRIBE, SELECT and the like) keep a
+	// connection of their own, as do Get's. Every bound stays: see the
+	// README's Auto-pipelining section. Zero: off.
 	AutoPipeline bool
 	// PipelineConns is how many connections AutoPipeline shares, out of
 	// MaxActive. Zero: DefaultPipelineConns.

@@ -520,8 +520,9 @@ func (pl *pipeline) read() {
 
 // checkShared is the health checker's visit to the shared connections: a
 // peek at each one with nothing in flight, which finds a server's close
-// (the reader, waiting on the socket, usually has already), and a PING through one quiet for HealthCheckInterval, which finds a
-// dead link by its reply not coming within ReadTimeout.
+// (the reader, waiting on the socket, usually has already), and a PING
+// through one quiet for HealthCheckInterval, which finds a dead link by
+// its reply not coming within ReadTimeout.
 func (p *Pool) checkShared(now time.Time) {
 	for i := range p.pipes {
 		pl := p.pipes[i].pl.Load()

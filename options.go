@@ -572,6 +572,12 @@ func ParseURL(rawURL string) (Options, error) {
 		case strings.Contains(host, ":") && !strings.HasPrefix(u.Host, "["):
 			return fail(nil, "host and port %q are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379", u.Host)
 		}
+		// url.Parse takes any raw byte in an IPv6 zone but refuses most of
+		// them %-escaped, so such a zone could not be written back as a
+		// URL; an interface name or index never needs one.
+		if _, zone, ok := strings.Cut(host, "%"); ok && strings.HasPrefix(u.Host, "[") && strings.ContainsFunc(zone, func(r rune) bool { return r <= ' ' || r > '~' }) {
+			return fail(nil, "IPv6 zone %q is not an interface name or index, as in redis://[fe80::1%%25eth0]:6379", zone)
+		}
 		o.Network, o.Addr = "tcp", net.JoinHostPort(host, port)
 		if u.Scheme == "rediss" {
 			o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}

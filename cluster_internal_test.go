@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"math"
 	"testing"
 
 	"github.com/gomodule/redigo/redis"
@@ -39,9 +40,11 @@ func TestMovableKeysOfTheCommonCommands(t *testing.T) {
 		assert.True(t, ok, tc.cmd)
 		assert.Equal(t, tc.keys, keys, tc.cmd)
 	}
-	_, ok := movableKeys("eval", []any{"script", 5, "a"})
-	assert.False(t, ok, "a key count past the arguments is left to the server")
-	_, ok = movableKeys("sort", []any{"k", "STORE", "d"})
+	for _, n := range []any{5, -1, "1.5", "NaN", "Inf", "1e30", math.NaN(), math.Inf(1), 1e300, "x", nil} {
+		_, ok := movableKeys("eval", []any{"script", n, "a"})
+		assert.False(t, ok, "a key count of %v is left to the server", n)
+	}
+	_, ok := movableKeys("sort", []any{"k", "STORE", "d"})
 	assert.False(t, ok, "others are asked of the server with COMMAND GETKEYS")
 }
 

@@ -3,6 +3,7 @@ package redisalive_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,10 @@ func TestClusterRoutesEveryCommandToTheNodeOfItsKeys(t *testing.T) {
 	n, err := redis.Int(c.Do(ctx, "EVAL", "return redis.call('STRLEN', KEYS[1])", 1, "{user1}.name"))
 	require.NoError(t, err, "EVAL routed by its numkeys")
 	assert.Equal(t, 3, n)
+	for _, numkeys := range []any{"1e30", "NaN", "1.5", math.Inf(1)} {
+		_, err = c.Do(ctx, "EVAL", "return 1", numkeys, "{user1}.name")
+		assert.ErrorContains(t, err, "ERR", "EVAL with numkeys %v: the server's error, once asked for the keys", numkeys)
+	}
 	_, err = c.Do(ctx, "XINFO", "STREAM", "missing-stream")
 	assert.ErrorContains(t, err, "no such key", "a subcommand's key routed to its node")
 

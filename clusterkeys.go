@@ -2,6 +2,7 @@ package redisalive
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -165,11 +166,14 @@ func movableKeys(cmd string, args []any) (keys []any, ok bool) {
 		if countAt >= len(args) {
 			return nil, false
 		}
+		// A count that is not a whole number, or that runs past the
+		// arguments, is the server's to reject.
 		n, ok := argFloat(args[countAt])
-		if !ok || n < 0 || int(n)+countAt+1 > len(args) {
+		rest := args[countAt+1:]
+		if !ok || n != math.Trunc(n) || n < 0 || n > float64(len(rest)) {
 			return nil, false
 		}
-		return args[countAt+1 : countAt+1+int(n)], true
+		return rest[:int(n)], true
 	}
 	switch cmd {
 	case "eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro", "blmpop", "bzmpop":

@@ -43,7 +43,7 @@ race:
 # Each fuzz target runs alone, since -fuzz takes one, for FUZZTIME. Short
 # minimization keeps that time for exploring. A crasher is saved under
 # testdata/fuzz/<target>/; commit it with the fix as a regression seed.
-FUZZ_TARGETS := FuzzParseURL FuzzNewPool
+FUZZ_TARGETS := FuzzParseURL FuzzNewPool FuzzCommandArguments
 FUZZTIME ?= 10s
 fuzz:
 	@for target in $(FUZZ_TARGETS); do \

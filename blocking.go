@@ -282,17 +282,10 @@ func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall) (any, err
 // what was added between two rounds. The lookups share one round trip.
 func (b *blockingCall) pinLastIDs(ctx context.Context, c *conn, readTimeout time.Duration) error {
 	b.pinned = true
-	streams := -1
-	for i, a := range b.args {
-		if argIs(a, "STREAMS") {
-			streams = i
-		}
-	}
-	n := (len(b.args) - streams - 1) / 2
-	if streams < 0 || n == 0 {
+	keys, ids, ok := xreadStreams(b.args, 0)
+	if !ok {
 		return nil // malformed: the server will say so
 	}
-	keys, ids := b.args[streams+1:streams+1+n], b.args[streams+1+n:]
 	var dollars []int
 	for i, id := range ids {
 		if argIs(id, "$") {

@@ -88,6 +88,18 @@ func TestBlockingReadsRejectBadArgumentsAndServerErrors(t *testing.T) {
 	var serverErr redis.Error
 	require.ErrorAs(t, err, &serverErr, "WRONGTYPE is returned, not retried")
 	assert.Less(t, time.Since(start), time.Second)
+
+	// Keys and IDs that do not pair up once made the "$" pinning index
+	// past its keys and panic.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, args := range [][]any{
+		{"BLOCK", 0, "STREAMS", "a", "b", "$"},
+		{"BLOCK", 0, "STREAMS", "$"},
+	} {
+		_, err = p.Do(ctx, "XREAD", args...)
+		assert.ErrorAs(t, err, &serverErr, "XREAD %v: the server's error", args)
+	}
 }
 
 func TestBRPopReturnsPromptlyWhenContextIsCancelled(t *testing.T) {

@@ -34,6 +34,8 @@ func TestMovableKeysOfTheCommonCommands(t *testing.T) {
 		{"zunionstore", []any{"dst", 2, "a", "b"}, []any{"dst", "a", "b"}},
 		{"blmpop", []any{0, 2, "a", "b", "LEFT"}, []any{"a", "b"}},
 		{"xreadgroup", []any{"GROUP", "g", "c", "STREAMS", "s1", "s2", ">", ">"}, []any{"s1", "s2"}},
+		{"xreadgroup", []any{"GROUP", "STREAMS", "c", "COUNT", 2, "STREAMS", "s1", ">"}, []any{"s1"}},
+		{"xread", []any{"COUNT", "1", "BLOCK", "0", "STREAMS", "s1", "STREAMS", "$", "$"}, []any{"s1", "STREAMS"}},
 	}
 	for _, tc := range cases {
 		keys, ok := movableKeys(tc.cmd, tc.args)
@@ -44,7 +46,9 @@ func TestMovableKeysOfTheCommonCommands(t *testing.T) {
 		_, ok := movableKeys("eval", []any{"script", n, "a"})
 		assert.False(t, ok, "a key count of %v is left to the server", n)
 	}
-	_, ok := movableKeys("sort", []any{"k", "STORE", "d"})
+	_, ok := movableKeys("xread", []any{"STREAMS", "a", "b", "$"})
+	assert.False(t, ok, "keys and IDs that do not pair up are left to the server")
+	_, ok = movableKeys("sort", []any{"k", "STORE", "d"})
 	assert.False(t, ok, "others are asked of the server with COMMAND GETKEYS")
 }
 

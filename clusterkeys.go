@@ -184,13 +184,12 @@ func movableKeys(cmd string, args []any) (keys []any, ok bool) {
 		if keys, ok := counted(1); ok && len(args) > 0 {
 			return append([]any{args[0]}, keys...), true
 		}
-	case "xread", "xreadgroup":
-		for i, a := range args {
-			if argIs(a, "STREAMS") {
-				streams := args[i+1:]
-				return streams[:len(streams)/2], true
-			}
-		}
+	case "xread":
+		keys, _, ok := xreadStreams(args, 0)
+		return keys, ok
+	case "xreadgroup":
+		keys, _, ok := xreadStreams(args, 3)
+		return keys, ok
 	}
 	return nil, false
 }

@@ -171,6 +171,26 @@ func xreadBlock(kind blockKind, args []any, from int) blockSpec {
 	return blockSpec{}
 }
 
+// xreadStreams splits the arguments after the STREAMS of XREAD (options
+// from args[0]) or XREADGROUP (from args[3], past GROUP group consumer)
+// into keys and IDs. ok is false when there is no STREAMS or its keys and
+// IDs do not pair up, which the server rejects.
+func xreadStreams(args []any, from int) (keys, ids []any, ok bool) {
+	for i := from; i < len(args); i++ {
+		switch {
+		case argIs(args[i], "STREAMS"):
+			rest := args[i+1:]
+			if len(rest) == 0 || len(rest)%2 != 0 {
+				return nil, nil, false
+			}
+			return rest[:len(rest)/2], rest[len(rest)/2:], true
+		case argIs(args[i], "COUNT"), argIs(args[i], "BLOCK"):
+			i++ // skip the value, which could read "STREAMS" only by accident
+		}
+	}
+	return nil, nil, false
+}
+
 // argIs reports whether a command argument is the keyword kw, in any case.
 func argIs(arg any, kw string) bool {
 	switch a := arg.(type) {

@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +139,43 @@ func TestBlockingCallEndsOnAnyReplyButTheTimedOutOne(t *testing.T) {
 	aof := &blockingCall{spec: blockSpec{kind: blockWaitAOF}, args: []any{1, 1, 1000}}
 	assert.False(t, aof.ends([]any{int64(1), int64(0)}))
 	assert.True(t, aof.ends([]any{int64(1), int64(1)}))
+}
+
+// FuzzCommandArguments feeds the code that reads a command's arguments
+// before it is sent (its blocking timeout, a cluster key's position, XREAD's
+// streams) with arguments no caller should write: it must never panic, and
+// what it finds must lie within the arguments.
+func FuzzCommandArguments(f *testing.F) {
+	for _, seed := range []struct{ cmd, args string }{
+		{"BLPOP", "a b 1.5"}, {"BZMPOP", "0 2 a b MIN"}, {"XREAD", "COUNT 1 BLOCK 0 STREAMS a b $ 0"},
+		{"XREADGROUP", "GROUP g c BLOCK 10 STREAMS a >"}, {"WAIT", "1 0"}, {"WAITAOF", "1 1 0"},
+		{"EVAL", "s 1e30 k"}, {"FCALL", "f NaN k"}, {"ZUNIONSTORE", "d 2 a b"}, {"XREAD", "STREAMS a b $"},
+		{"BLMOVE", "a b LEFT RIGHT 1e300"}, {"CLIENT", "REPLY OFF"},
+	} {
+		f.Add(seed.cmd, seed.args, int8(1), int8(-1), int8(1))
+	}
+	f.Fuzz(func(t *testing.T, cmd, joined string, first, last, step int8) {
+		var args []any
+		for _, a := range strings.Split(joined, " ") {
+			args = append(args, a)
+		}
+		if spec := lookupCommand(cmd, args).block; spec.kind != notBlocking {
+			if spec.arg < 0 || spec.arg >= len(args) {
+				t.Fatalf("%s %q: timeout at argument %d of %d", cmd, joined, spec.arg, len(args))
+			}
+			if d, ok := spec.blockTime(args); ok && (d < 0 || d > maxBlock) {
+				t.Fatalf("%s %q: block time %v", cmd, joined, d)
+			}
+		}
+		if keys, ok := movableKeys(lowerASCII(cmd), args); ok && len(keys) > len(args) {
+			t.Fatalf("%s %q: %d keys of %d arguments", cmd, joined, len(keys), len(args))
+		}
+		if keys, ids, ok := xreadStreams(args, 0); ok && (len(keys) == 0 || len(keys) != len(ids)) {
+			t.Fatalf("XREAD %q: %d keys, %d IDs", joined, len(keys), len(ids))
+		}
+		spec := keySpec{first: int(first), last: int(last), step: int(step)}
+		if keys, _ := spec.keys(cmd, args, func() ([]any, error) { return nil, nil }); len(keys) > len(args) {
+			t.Fatalf("%+v of %q: %d keys of %d arguments", spec, joined, len(keys), len(args))
+		}
+	})
 }

@@ -52,6 +52,15 @@ func TestMovableKeysOfTheCommonCommands(t *testing.T) {
 	assert.False(t, ok, "others are asked of the server with COMMAND GETKEYS")
 }
 
+func TestKeySlotHashesAKeyAsRedigoWritesIt(t *testing.T) {
+	for _, tc := range []struct {
+		key     any
+		written string
+	}{{true, "1"}, {false, "0"}, {nil, ""}, {42, "42"}, {int64(-7), "-7"}, {1.5, "1.5"}, {[]byte("k"), "k"}} {
+		assert.Equal(t, keySlot(tc.written), keySlot(tc.key), "%#v", tc.key)
+	}
+}
+
 func TestCommandTableFindsKeysOfCommandsAndSubcommands(t *testing.T) {
 	entry := func(name string, first, last, step int64, subs ...any) []any {
 		e := []any{[]byte(name), int64(-2), []any{}, first, last, step, []any{}, []any{}, []any{}}

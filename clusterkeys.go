@@ -153,7 +153,9 @@ func (s keySpec) keys(cmd string, args []any, getKeys func() ([]any, error)) ([]
 		last += len(args) + 1
 	}
 	var keys []any
-	for pos := s.first; pos <= last && pos <= len(args); pos += s.step {
+	// A step past the arguments ends the loop as the server's would;
+	// capped, a huge one from a malformed COMMAND reply cannot overflow.
+	for pos := s.first; pos <= last && pos <= len(args); pos += min(s.step, len(args)) {
 		keys = append(keys, args[pos-1])
 	}
 	return keys, nil
@@ -218,6 +220,13 @@ func keySlot(k any) int {
 		return slot.Of(strconv.Itoa(k))
 	case int64:
 		return slot.Of(strconv.FormatInt(k, 10))
+	case bool: // as redigo writes them
+		if k {
+			return slot.Of("1")
+		}
+		return slot.Of("0")
+	case nil:
+		return slot.Of("")
 	case redis.Argument:
 		return keySlot(k.RedisArg())
 	}

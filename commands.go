@@ -102,7 +102,7 @@ func lookupCommand(cmd string, args []any) cmdInfo {
 		case eq(cmd, "CLIENT") && len(args) > 0:
 			// CLIENT REPLY OFF|SKIP and CLIENT TRACKING change what later
 			// commands receive.
-			if sub, ok := args[0].(string); ok && (eq(sub, "REPLY") || eq(sub, "TRACKING")) {
+			if argIs(args[0], "REPLY") || argIs(args[0], "TRACKING") {
 				return cmdInfo{effect: effTaint}
 			}
 		case eq(cmd, "BLMOVE"):
@@ -203,14 +203,20 @@ func argIs(arg any, kw string) bool {
 }
 
 // maxBlock is the longest wait treated as finite; a timeout beyond it
-// (Redis accepts up to 2^63 ms) blocks until a reply arrives, and stays
-// clear of time.Duration's overflow.
+// blocks until a reply arrives, and stays clear of time.Duration's
+// overflow.
 const maxBlock = 100 * 365 * 24 * time.Hour
+
+// maxServerTimeoutMillis is about the largest timeout Redis accepts: it
+// adds the timeout to the time in milliseconds since 1970 and refuses a
+// sum past 2^63-1. The margin, 2^42 ms, stands for that time until 2109.
+const maxServerTimeoutMillis = math.MaxInt64 - 1<<42
 
 // blockTime returns how long the command asks the server to block: 0 for
 // until a reply arrives. ok is false when the timeout is not a valid
-// non-negative number; the server then rejects the command at once, so
-// the pool treats it as an ordinary command.
+// non-negative number, or one too large for the server; the server then
+// rejects the command at once, so the pool treats it as an ordinary
+// command.
 func (s blockSpec) blockTime(args []any) (d time.Duration, ok bool) {
 	f, ok := argFloat(args[s.arg])
 	if !ok || math.IsNaN(f) || f < 0 {
@@ -218,6 +224,9 @@ func (s blockSpec) blockTime(args []any) (d time.Duration, ok bool) {
 	}
 	if s.unit == time.Millisecond && f != math.Trunc(f) {
 		return 0, false // Redis wants whole milliseconds
+	}
+	if f*float64(s.unit/time.Millisecond) > maxServerTimeoutMillis {
+		return 0, false
 	}
 	ns := f * float64(s.unit)
 	if ns >= float64(maxBlock) {
@@ -251,10 +260,15 @@ func argFloat(arg any) (float64, bool) {
 		return a, true
 	case float32:
 		return float64(a), true
+	case bool: // redigo writes "1" or "0"
+		if a {
+			return 1, true
+		}
+		return 0, true
 	case redis.Argument:
 		return argFloat(a.RedisArg())
-	case nil, bool:
-		return 0, false
+	case nil:
+		return 0, false // redigo writes ""
 	}
 	return parseFloat(fmt.Sprint(arg)) // as redigo formats other types
 }

@@ -1,6 +1,7 @@
 package redisalive
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,10 @@ func TestLookupCommandFindsEveryBlockingCommandsTimeout(t *testing.T) {
 		{"WAITAOF", []any{1, 0, 100}, blockWaitAOF, 100 * time.Millisecond},
 		{"BLPOP", []any{"a", redis.Args{}.Add(7)[0]}, blockPop, 7 * time.Second},
 		{"BLPOP", []any{"a", 0.0004}, blockPop, time.Millisecond}, // rounded up, as Redis does
-		{"BLPOP", []any{"a", "1e300"}, blockPop, 0},               // beyond any wait: until a reply
+		{"BLPOP", []any{"a", "1e15"}, blockPop, 0},                // beyond any wait: until a reply
+		{"XREAD", []any{"BLOCK", int64(1 << 62), "STREAMS", "s", "$"}, blockXRead, 0},
+		{"BLPOP", []any{"a", false}, blockPop, 0}, // redigo writes "0"
+		{"BLPOP", []any{"a", true}, blockPop, time.Second},
 	}
 	for _, tc := range cases {
 		info := lookupCommand(tc.cmd, tc.args)
@@ -60,7 +64,8 @@ func TestLookupCommandLeavesOrdinaryAndMalformedCommandsAlone(t *testing.T) {
 		assert.Equal(t, notBlocking, lookupCommand(tc.cmd, tc.args).block.kind, "%s %v", tc.cmd, tc.args)
 	}
 	// Timeouts the server rejects at once make an ordinary command.
-	for _, bad := range []any{"soon", -1, "NaN", nil, "1.5x"} {
+	// So do timeouts too large for it: it adds them to the time in ms.
+	for _, bad := range []any{"soon", -1, "NaN", nil, "1.5x", "1e300", math.Inf(1), 9.3e15} {
 		spec := lookupCommand("BLPOP", []any{"a", bad}).block
 		_, ok := spec.blockTime([]any{"a", bad})
 		assert.False(t, ok, "BLPOP timeout %v", bad)
@@ -68,6 +73,9 @@ func TestLookupCommandLeavesOrdinaryAndMalformedCommandsAlone(t *testing.T) {
 	spec := lookupCommand("XREAD", []any{"BLOCK", "1.5", "STREAMS", "s", "$"}).block
 	_, ok := spec.blockTime([]any{"BLOCK", "1.5", "STREAMS", "s", "$"})
 	assert.False(t, ok, "XREAD BLOCK takes whole milliseconds")
+	spec = lookupCommand("XREAD", []any{"BLOCK", "1e30", "STREAMS", "s", "$"}).block
+	_, ok = spec.blockTime([]any{"BLOCK", "1e30", "STREAMS", "s", "$"})
+	assert.False(t, ok, "XREAD BLOCK past 2^63 ms")
 }
 
 func TestLookupCommandTellsWhatACommandLeavesOnTheConnection(t *testing.T) {
@@ -79,6 +87,7 @@ func TestLookupCommandTellsWhatACommandLeavesOnTheConnection(t *testing.T) {
 		assert.Equal(t, want, lookupCommand(cmd, nil).effect, cmd)
 	}
 	assert.Equal(t, effTaint, lookupCommand("CLIENT", []any{"reply", "OFF"}).effect)
+	assert.Equal(t, effTaint, lookupCommand("CLIENT", []any{[]byte("REPLY"), []byte("SKIP")}).effect, "as bytes")
 	assert.Equal(t, effNone, lookupCommand("CLIENT", []any{"ID"}).effect)
 }
 
@@ -152,9 +161,10 @@ func FuzzCommandArguments(f *testing.F) {
 		{"EVAL", "s 1e30 k"}, {"FCALL", "f NaN k"}, {"ZUNIONSTORE", "d 2 a b"}, {"XREAD", "STREAMS a b $"},
 		{"BLMOVE", "a b LEFT RIGHT 1e300"}, {"CLIENT", "REPLY OFF"},
 	} {
-		f.Add(seed.cmd, seed.args, int8(1), int8(-1), int8(1))
+		f.Add(seed.cmd, seed.args, int64(1), int64(-1), int64(1))
 	}
-	f.Fuzz(func(t *testing.T, cmd, joined string, first, last, step int8) {
+	f.Add("MSET", "a 1 b 2", int64(1), int64(math.MaxInt64), int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, cmd, joined string, first, last, step int64) {
 		var args []any
 		for _, a := range strings.Split(joined, " ") {
 			args = append(args, a)

@@ -43,10 +43,11 @@ const (
 	// every health check close healthy connections.
 	minIOTimeout = 10 * time.Millisecond
 	// maxAddedTimeout bounds the timeouts the pool adds to others
-	// (ReadTimeout + 1 s for PoolTimeout, ReadTimeout + WriteTimeout at
-	// Close, BlockSlice + 500 ms per blocking round): a time.Duration
-	// overflows past 292 years, and an overflowed timeout is negative, so
-	// every such wait would end at once.
+	// (ReadTimeout + 1 s for PoolTimeout, PoolTimeout + ReadTimeout for a
+	// subscribe, DialTimeout + ReadTimeout for a cluster's slot map,
+	// ReadTimeout + WriteTimeout at Close, BlockSlice + 500 ms per blocking
+	// round): a time.Duration overflows past 292 years, and an overflowed
+	// timeout is negative, so every such wait would end at once.
 	maxAddedTimeout = 100 * 365 * 24 * time.Hour
 	// minBlockSlice is the least BlockSlice: each round costs the server a
 	// command, so shorter slices turn an idle consumer into a busy loop.
@@ -165,11 +166,13 @@ type Options struct {
 	// README's Auto-pipelining section. Zero: off.
 	AutoPipeline bool
 	// PipelineConns is how many connections AutoPipeline shares, out of
-	// MaxActive. Zero: DefaultPipelineConns.
+	// MaxActive; at most MaxPipelineConns. Zero: DefaultPipelineConns.
 	PipelineConns int
 	// PipelineDepth bounds the commands queued or awaiting their reply on
 	// each shared connection; a caller past it waits for room, bounded by
-	// its context or PoolTimeout. Zero: DefaultPipelineDepth.
+	// its context or PoolTimeout. Each shared connection holds a queue of
+	// this many slots, so it is at most MaxPipelineDepth. Zero:
+	// DefaultPipelineDepth.
 	PipelineDepth int
 
 	// LeakDetectionThreshold logs, once, every connection held checked out
@@ -273,16 +276,16 @@ func newConfig(o Options) (config, error) {
 		d        time.Duration
 		min, max time.Duration // bounds of a non-zero value; zero: none
 	}{
-		{"DialTimeout", o.DialTimeout, minIOTimeout, 0},
+		{"DialTimeout", o.DialTimeout, minIOTimeout, maxAddedTimeout},
 		{"ReadTimeout", o.ReadTimeout, minIOTimeout, maxAddedTimeout},
 		{"WriteTimeout", o.WriteTimeout, minIOTimeout, maxAddedTimeout},
-		{"PoolTimeout", o.PoolTimeout, 0, 0},
+		{"PoolTimeout", o.PoolTimeout, 0, maxAddedTimeout},
 		{"IdleTimeout", o.IdleTimeout, 0, 0},
 		{"MaxConnLifetime", o.MaxConnLifetime, 0, 0},
 		{"KeepAlive.Idle", o.KeepAlive.Idle, 0, maxKeepAliveTime},
 		{"KeepAlive.Interval", o.KeepAlive.Interval, 0, maxKeepAliveTime},
 		{"TCPUserTimeout", o.TCPUserTimeout, minUserTimeout, maxUserTimeout},
-		{"HealthCheckInterval", o.HealthCheckInterval, 0, 0},
+		{"HealthCheckInterval", o.HealthCheckInterval, 0, maxAddedTimeout},
 		{"BlockSlice", o.BlockSlice, minBlockSlice, maxAddedTimeout},
 		{"LeakDetectionThreshold", o.LeakDetectionThreshold, 0, 0},
 		{"PubSubPingInterval", o.PubSubPingInterval, minIOTimeout, maxAddedTimeout},
@@ -315,11 +318,11 @@ func newConfig(o Options) (config, error) {
 	if o.MaxActive > 0 && o.MaxIdle > o.MaxActive {
 		return bad("MaxIdle", o.MaxIdle, fmt.Sprintf("must not exceed MaxActive (%d)", o.MaxActive))
 	}
-	if o.PipelineConns < 0 {
-		return bad("PipelineConns", o.PipelineConns, "must not be negative (zero selects the default)")
+	if o.PipelineConns < 0 || o.PipelineConns > MaxPipelineConns {
+		return bad("PipelineConns", o.PipelineConns, fmt.Sprintf("must be from 0 (the default) to %d", MaxPipelineConns))
 	}
-	if o.PipelineDepth < 0 {
-		return bad("PipelineDepth", o.PipelineDepth, "must not be negative (zero selects the default)")
+	if o.PipelineDepth < 0 || o.PipelineDepth > MaxPipelineDepth {
+		return bad("PipelineDepth", o.PipelineDepth, fmt.Sprintf("must be from 0 (the default) to %d", MaxPipelineDepth))
 	}
 	if !o.AutoPipeline && (o.PipelineConns != 0 || o.PipelineDepth != 0) {
 		return bad("AutoPipeline", false, "PipelineConns and PipelineDepth apply only with AutoPipeline")

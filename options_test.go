@@ -58,6 +58,16 @@ func TestNewPoolRejectsEachInvalidOptionNamingTheField(t *testing.T) {
 		{"ReadTimeout", func(o *redisalive.Options) { o.ReadTimeout = math.MaxInt64 }},
 		{"WriteTimeout", func(o *redisalive.Options) { o.WriteTimeout = math.MaxInt64 }},
 		{"BlockSlice", func(o *redisalive.Options) { o.BlockSlice = math.MaxInt64 }},
+		// Timeouts the pool adds to others: past 292 years the sum wraps
+		// negative and every wait bounded by it ends at once.
+		{"DialTimeout", func(o *redisalive.Options) { o.DialTimeout = math.MaxInt64 }},
+		{"PoolTimeout", func(o *redisalive.Options) { o.PoolTimeout = math.MaxInt64 }},
+		{"HealthCheckInterval", func(o *redisalive.Options) { o.HealthCheckInterval = math.MaxInt64 }},
+		// A queue of this many slots per shared connection, made on first use.
+		{"PipelineDepth", func(o *redisalive.Options) { o.AutoPipeline, o.PipelineDepth = true, 1<<50 }},
+		{"PipelineConns", func(o *redisalive.Options) {
+			o.AutoPipeline, o.MaxActive, o.PipelineConns = true, math.MaxInt, math.MaxInt-1
+		}},
 		{"TCPUserTimeout", func(o *redisalive.Options) { o.TCPUserTimeout = time.Millisecond }},
 		{"TCPUserTimeout", func(o *redisalive.Options) { o.TCPUserTimeout = 25 * 24 * time.Hour }},
 		{"KeepAlive", func(o *redisalive.Options) { o.KeepAlive = redisalive.KeepAlive{Disable: true, Idle: time.Second} }},
@@ -92,6 +102,8 @@ func TestNewPoolAcceptsEveryBoundItself(t *testing.T) {
 		{Addr: "127.0.0.1:1", KeepAlive: redisalive.KeepAlive{Idle: 32767 * time.Second, Interval: 32767 * time.Second, Count: 127}},
 		{Addr: "127.0.0.1:1", KeepAlive: redisalive.KeepAlive{Disable: true}},
 		{Addr: "127.0.0.1:1", ReadTimeout: 100 * 365 * 24 * time.Hour, WriteTimeout: 100 * 365 * 24 * time.Hour, BlockSlice: 100 * 365 * 24 * time.Hour},
+		{Addr: "127.0.0.1:1", DialTimeout: 100 * 365 * 24 * time.Hour, PoolTimeout: 100 * 365 * 24 * time.Hour, HealthCheckInterval: 100 * 365 * 24 * time.Hour},
+		{Addr: "127.0.0.1:1", AutoPipeline: true, MaxActive: 100, PipelineConns: redisalive.MaxPipelineConns, PipelineDepth: redisalive.MaxPipelineDepth},
 	} {
 		p, err := redisalive.NewPool(o)
 		require.NoError(t, err, "NewPool(%+v)", o)

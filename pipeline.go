@@ -19,6 +19,14 @@ const (
 	DefaultPipelineDepth = 1024
 )
 
+// Bounds of the pipelining Options: past them a few shared connections
+// gain nothing measurable, and their queues would cost memory unbounded
+// by anything else.
+const (
+	MaxPipelineConns = 64
+	MaxPipelineDepth = 1 << 16
+)
+
 // pipelineRetries bounds how often a command is moved to another shared
 // connection because the one it was queued on failed before writing it.
 const pipelineRetries = 3

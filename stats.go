@@ -158,7 +158,8 @@ type Hook struct {
 	// Pool.Do, the blocking reads (BRPop, BLPop, BLMove) or Do, DoContext
 	// and DoWithTimeout on a connection from Get; not before the pool's own
 	// commands (health PINGs and the like). It returns the context to run
-	// the command with: the caller's, or one carrying a span, say.
+	// the command with: the caller's, or one carrying a span, say; nil
+	// stands for the caller's.
 	Command func(ctx context.Context, cmd string) context.Context
 	// CommandDone is called when such a command returns, with the context
 	// this hook's Command returned (the caller's if it has none), how long
@@ -217,7 +218,9 @@ func (r *runner) beforeCommand(ctx context.Context, cmd string, h *commandHooks)
 	h.ctxs = h.inl[:0]
 	for i := range hooks {
 		if hooks[i].Command != nil {
-			ctx = hooks[i].Command(ctx, cmd)
+			if hctx := hooks[i].Command(ctx, cmd); hctx != nil {
+				ctx = hctx
+			}
 		}
 		h.ctxs = append(h.ctxs, ctx)
 	}

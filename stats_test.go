@@ -78,6 +78,13 @@ func TestHooksSeeEveryEventInOrderAndNestCommands(t *testing.T) {
 	assert.Equal(t, []string{"a pool closing", "b pool closing"}, log.all()[10:])
 }
 
+func TestHookReturningNoContextLeavesTheCallersInPlace(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{})
+	p.AddHook(redisalive.Hook{Command: func(context.Context, string) context.Context { return nil }})
+	_, err := p.Do(context.Background(), "SET", "k", "v")
+	require.NoError(t, err)
+}
+
 func TestHooksSeeClosesAndPoolTimeouts(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{MaxActive: 1, PoolTimeout: 50 * time.Millisecond})
 	var mu sync.Mutex

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -347,12 +348,14 @@ func (it item) String() string {
 }
 
 // parseItem decodes an item, taking anything that is not a well-formed
-// envelope as a bare payload.
+// envelope as a bare payload. A count of math.MaxInt is not well-formed:
+// counting one more failure would wrap it negative, and the retried item
+// would no longer parse as the envelope it was.
 func parseItem(raw string) item {
 	if rest, ok := strings.CutPrefix(raw, envelopePrefix); ok {
 		attempts, rest, ok1 := strings.Cut(rest, ":")
 		id, payload, ok2 := strings.Cut(rest, ":")
-		if n, err := strconv.Atoi(attempts); ok1 && ok2 && err == nil && n >= 0 && id != "" {
+		if n, err := strconv.Atoi(attempts); ok1 && ok2 && err == nil && n >= 0 && n < math.MaxInt && id != "" {
 			return item{attempts: n, id: id, payload: payload}
 		}
 	}

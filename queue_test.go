@@ -291,6 +291,23 @@ func TestQueueTakesBarePayloadsFromOtherProducers(t *testing.T) {
 	}
 }
 
+func TestQueueDeadLettersForeignItemWhoseAttemptCountCannotBeIncremented(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{MaxAttempts: 3})
+	// A count one more failure would overflow: it must neither wrap to a
+	// negative count nor lose its envelope halfway through its retries.
+	const raw = "ra1:9223372036854775807:abc:hello"
+	_, err := p.Do(context.Background(), "LPUSH", q.PendingKey(), raw)
+	require.NoError(t, err)
+	rec := &payloadRecorder{fail: func(string, int) error { return errors.New("always") }}
+	startConsume(t, q, rec.handle)
+
+	waitForValue(t, queueWait, "stats", redisalive.QueueStats{Retried: 2, DeadLettered: 1}, q.Stats)
+	assert.Equal(t, []string{raw, raw, raw}, rec.calls(), "got these payloads, want the item taken whole as a bare payload MaxAttempts times")
+	assert.Equal(t, []string{raw}, listRange(t, p, q.DeadLetterKey()))
+	requireDrained(t, p, q)
+}
+
 func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
 	ctx := context.Background()

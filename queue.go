@@ -159,6 +159,12 @@ type QueueStats struct {
 // NewQueue returns the queue called name on b, a *Pool or a *Cluster. It
 // validates opts and reports the first invalid field with an error
 // matching ErrInvalidOptions. It sends no command.
+//
+// The name must not be empty nor contain '{' or '}': every key of the
+// queue begins with the hash tag {name}, and a brace in the name would
+// change or empty that tag, so that on a Cluster the keys, scattered over
+// slots, could not be used together. Such a name is rejected, on a Pool
+// too, with an error matching ErrInvalidOptions.
 func NewQueue(b QueueBackend, name string, opts QueueOptions) (*Queue, error) {
 	bad := func(field string, v any, reason string) (*Queue, error) {
 		return nil, &OptionError{Field: field, Value: v, Reason: reason, of: "QueueOptions"}
@@ -177,6 +183,9 @@ func NewQueue(b QueueBackend, name string, opts QueueOptions) (*Queue, error) {
 	}
 	if name == "" {
 		return nil, fmt.Errorf("redisalive: NewQueue: a queue name is required: %w", ErrInvalidOptions)
+	}
+	if strings.ContainsAny(name, "{}") {
+		return nil, fmt.Errorf("redisalive: NewQueue: queue name %q contains '{' or '}', which would break the hash tag {name} its keys share: %w", name, ErrInvalidOptions)
 	}
 	if opts.Concurrency < 0 {
 		return bad("Concurrency", opts.Concurrency, "must not be negative (zero selects 1)")

@@ -200,6 +200,18 @@ func TestNewQueueRejectsInvalidOptions(t *testing.T) {
 	}
 }
 
+func TestNewQueueRejectsNameWithBraceThatWouldBreakItsHashTag(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{})
+	// "}x" gives keys such as "{}x}:pending" an empty hash tag, which on a
+	// Cluster puts each of the queue's keys in a slot of its own.
+	for _, name := range []string{"}x", "a}b", "{x", "a{b}c"} {
+		q, err := redisalive.NewQueue(p, name, redisalive.QueueOptions{})
+		require.ErrorIs(t, err, redisalive.ErrInvalidOptions, "name %q", name)
+		assert.Contains(t, err.Error(), "'{' or '}'", "name %q", name)
+		assert.Nil(t, q, "name %q", name)
+	}
+}
+
 func TestQueueDeliversEveryItemExactlyOnceWithoutFaults(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 4})

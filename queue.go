@@ -266,6 +266,9 @@ func (q *Queue) Stats() QueueStats {
 // order given. Push does not retry: after an error the payloads may or may
 // not have been added.
 func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
+	if ctx == nil {
+		return errNilContext
+	}
 	if len(payloads) == 0 {
 		return nil
 	}
@@ -300,6 +303,9 @@ func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
 // how the items of handlers interrupted by the pool closing come back:
 // nothing can be acked or requeued through a closed pool.
 func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, payload []byte) error) error {
+	if ctx == nil {
+		return errNilContext
+	}
 	if handler == nil {
 		return errors.New("redisalive: Queue.Consume: nil handler")
 	}

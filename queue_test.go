@@ -422,6 +422,17 @@ func TestConsumeRefusesToRunTwiceOnOneQueue(t *testing.T) {
 	require.ErrorIs(t, stop(), context.Canceled)
 }
 
+func TestQueueCallsGivenANilContextReturnTheNilContextError(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	q := newTestQueue(t, p, redisalive.QueueOptions{})
+	var nilCtx context.Context
+	_, want := p.Do(nilCtx, "PING")
+	require.Error(t, want, "the pool's own nil-context error")
+	assert.ErrorIs(t, q.Consume(nilCtx, (&payloadRecorder{}).handle), want)
+	assert.ErrorIs(t, q.Push(nilCtx, []byte("x")), want)
+	assert.ErrorIs(t, q.Push(nilCtx), want, "even with nothing to push")
+}
+
 func TestConsumeReturnsOnlyAfterInFlightHandlerFinished(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 2})

@@ -329,6 +329,9 @@ type redirect struct {
 
 // redirectOf parses "MOVED 3999 127.0.0.1:6381" and "ASK 3999 ...". An
 // address with an empty host means the host of the node that replied.
+// Redis writes an IPv6 host without brackets ("MOVED 3999 ::1:6381"), so
+// the port is what follows the last ':'; the address is returned in
+// net.JoinHostPort's form, the one the cluster's pools are keyed by.
 func redirectOf(err error, from string) (redirect, bool) {
 	var re redis.Error
 	if !errors.As(err, &re) {
@@ -343,9 +346,15 @@ func redirectOf(err error, from string) (redirect, bool) {
 		return redirect{}, false
 	}
 	addr := f[2]
-	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
-		fromHost, _, _ := net.SplitHostPort(from)
-		addr = net.JoinHostPort(fromHost, port)
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		host, port := addr[:i], addr[i+1:]
+		if len(host) >= 2 && host[0] == '[' && host[len(host)-1] == ']' {
+			host = host[1 : len(host)-1]
+		}
+		if host == "" {
+			host, _, _ = net.SplitHostPort(from)
+		}
+		addr = net.JoinHostPort(host, port)
 	}
 	return redirect{ask: f[0] == "ASK", slot: s, addr: addr}, true
 }

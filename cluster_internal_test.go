@@ -16,6 +16,20 @@ func TestRedirectOfReadsMovedAndAsk(t *testing.T) {
 	to, ok = redirectOf(redis.Error("ASK 12 :6380"), "10.0.0.1:6379")
 	require.True(t, ok)
 	assert.Equal(t, redirect{ask: true, slot: 12, addr: "10.0.0.1:6380"}, to, "an empty host is the replying node's")
+	// Redis writes an IPv6 address without brackets; the pools are keyed
+	// by net.JoinHostPort's form.
+	for reply, want := range map[string]string{
+		"MOVED 3999 ::1:6381":              "[::1]:6381",
+		"MOVED 3999 [::1]:6381":            "[::1]:6381",
+		"MOVED 3999 fe80::2:1:6381":        "[fe80::2:1]:6381",
+		"MOVED 3999 2001:db8::7:6381":      "[2001:db8::7]:6381",
+		"MOVED 3999 :6381":                 "[2001:db8::1]:6381",
+		"MOVED 3999 redis-2.internal:6381": "redis-2.internal:6381",
+	} {
+		to, ok := redirectOf(redis.Error(reply), "[2001:db8::1]:6379")
+		require.True(t, ok, reply)
+		assert.Equal(t, redirect{slot: 3999, addr: want}, to, reply)
+	}
 	for _, err := range []error{nil, redis.Error("ERR wrong"), redis.Error("MOVED x h:1"), redis.Error("CROSSSLOT Keys")} {
 		_, ok := redirectOf(err, "h:1")
 		assert.False(t, ok, "%v", err)

@@ -46,7 +46,7 @@ type QueueOptions struct {
 	MaxAttempts int
 	// HeartbeatInterval is how often a running Consume proves it is alive,
 	// recovers the items of dead consumers and scans its own processing
-	// list for orphans. Zero: DefaultHeartbeatInterval.
+	// list for orphans. At most 20 years. Zero: DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 	// DeadAfter is how long a consumer may go without a heartbeat before
 	// the others requeue its items. Time in which a consumer could not
@@ -54,7 +54,8 @@ type QueueOptions struct {
 	// an outage that cut them all off, the first one back does not take
 	// the rest, still reconnecting, for dead. It must exceed
 	// HeartbeatInterval. A consumer declared dead while alive causes
-	// duplicates, not losses. Zero: 5 * HeartbeatInterval.
+	// duplicates, not losses. At most 100 years. Zero: 5 *
+	// HeartbeatInterval.
 	DeadAfter time.Duration
 	// ConsumerID names this consumer in the consumers set and in its
 	// processing list's key. Two live consumers must not share one. Zero:
@@ -193,11 +194,13 @@ func NewQueue(b QueueBackend, name string, opts QueueOptions) (*Queue, error) {
 	if opts.MaxAttempts < 0 {
 		return bad("MaxAttempts", opts.MaxAttempts, "must not be negative (zero selects the default)")
 	}
-	if opts.HeartbeatInterval < 0 {
-		return bad("HeartbeatInterval", opts.HeartbeatInterval, "must not be negative (zero selects the default)")
+	// DeadAfter, or 5 HeartbeatIntervals, is added to times and to a
+	// minute: past 292 years a time.Duration wraps negative.
+	if opts.HeartbeatInterval < 0 || opts.HeartbeatInterval > maxAddedTimeout/deadAfterBeats {
+		return bad("HeartbeatInterval", opts.HeartbeatInterval, fmt.Sprintf("must be from 0 (the default) to %v", maxAddedTimeout/deadAfterBeats))
 	}
-	if opts.DeadAfter < 0 {
-		return bad("DeadAfter", opts.DeadAfter, "must not be negative (zero selects the default)")
+	if opts.DeadAfter < 0 || opts.DeadAfter > maxAddedTimeout {
+		return bad("DeadAfter", opts.DeadAfter, fmt.Sprintf("must be from 0 (the default) to %v", maxAddedTimeout))
 	}
 	q := &Queue{
 		pool:        b.queueSeam(name),

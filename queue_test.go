@@ -3,6 +3,7 @@ package redisalive_test
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -179,6 +180,8 @@ func TestNewQueueRejectsInvalidOptions(t *testing.T) {
 		{"negative MaxAttempts", p, "q", redisalive.QueueOptions{MaxAttempts: -1}, "MaxAttempts"},
 		{"negative HeartbeatInterval", p, "q", redisalive.QueueOptions{HeartbeatInterval: -time.Second}, "HeartbeatInterval"},
 		{"negative DeadAfter", p, "q", redisalive.QueueOptions{DeadAfter: -time.Second}, "DeadAfter"},
+		{"HeartbeatInterval whose 5 beats overflow", p, "q", redisalive.QueueOptions{HeartbeatInterval: math.MaxInt64 / 4}, "QueueOptions.HeartbeatInterval"},
+		{"DeadAfter that overflows plus a minute", p, "q", redisalive.QueueOptions{DeadAfter: math.MaxInt64}, "DeadAfter"},
 		{"DeadAfter equal to HeartbeatInterval", p, "q",
 			redisalive.QueueOptions{HeartbeatInterval: time.Second, DeadAfter: time.Second}, "must exceed HeartbeatInterval"},
 		{"DeadAfter below the default HeartbeatInterval", p, "q",

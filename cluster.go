@@ -49,7 +49,8 @@ type ClusterOptions struct {
 // Cluster is a client of a Redis Cluster: one Pool per node, each with the
 // checkout checks, the health checker, keepalive and TCP_USER_TIMEOUT of a
 // Pool, and a slot map that routes each command to the node serving its
-// keys' slot. It is safe for concurrent use.
+// keys' slot. It is safe for concurrent use. Make one with NewCluster; a
+// zero Cluster fails every call with ErrPoolClosed.
 //
 // The slot map comes from CLUSTER SLOTS, and where each command's keys sit
 // from the server's COMMAND table; commands whose keys span slots fail
@@ -425,7 +426,7 @@ func (c *Cluster) slotMap(ctx context.Context) (*slotMap, error) {
 func (c *Cluster) refreshSoon() *refreshRun {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
+	if c.closed || c.closing == nil { // closed, or not made by NewCluster
 		return nil
 	}
 	if c.refresh != nil {
@@ -614,6 +615,9 @@ func (c *Cluster) Close() error {
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	if ctx == nil {
 		return errNilContext
+	}
+	if c.closing == nil {
+		return nil // a zero Cluster has nothing to close
 	}
 	first := false
 	c.closeOnce.Do(func() { first = true })

@@ -194,6 +194,17 @@ func TestClusterCloseLeavesNoConnectionOnAnyNode(t *testing.T) {
 	assert.ErrorIs(t, err, redisalive.ErrPoolClosed)
 }
 
+func TestZeroClusterFailsEveryCallAsClosed(t *testing.T) {
+	var c redisalive.Cluster
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.Do(ctx, "GET", "k")
+	assert.ErrorIs(t, err, redisalive.ErrPoolClosed)
+	_, _, err = c.BRPop(ctx, "q")
+	assert.ErrorIs(t, err, redisalive.ErrPoolClosed)
+	assert.NoError(t, c.Close())
+}
+
 func TestNewClusterRejectsInvalidOptions(t *testing.T) {
 	for _, o := range []redisalive.ClusterOptions{
 		{},

@@ -89,7 +89,8 @@ type Options struct {
 	TLSConfig *tls.Config
 
 	// DialTimeout bounds connecting, TLS and the AUTH/SELECT handshake of a
-	// new connection. At least 10 ms. Zero: DefaultDialTimeout.
+	// new connection. At least 10 ms, at most 100 years. Zero:
+	// DefaultDialTimeout.
 	DialTimeout time.Duration
 	// ReadTimeout bounds the wait for each reply, and for the health
 	// check's PING. At least 10 ms, at most 100 years. Zero:
@@ -99,7 +100,8 @@ type Options struct {
 	// years. Zero: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// PoolTimeout is the longest a checkout waits for a free connection
-	// when its context has no deadline. Zero: ReadTimeout + 1 s.
+	// when its context has no deadline. At most 100 years. Zero:
+	// ReadTimeout + 1 s.
 	PoolTimeout time.Duration
 
 	// MaxActive limits the connections open at once, in use or idle.
@@ -285,7 +287,7 @@ func newConfig(o Options) (config, error) {
 		{"KeepAlive.Idle", o.KeepAlive.Idle, 0, maxKeepAliveTime},
 		{"KeepAlive.Interval", o.KeepAlive.Interval, 0, maxKeepAliveTime},
 		{"TCPUserTimeout", o.TCPUserTimeout, minUserTimeout, maxUserTimeout},
-		{"HealthCheckInterval", o.HealthCheckInterval, 0, maxAddedTimeout},
+		{"HealthCheckInterval", o.HealthCheckInterval, 0, 0}, // bounds() saturates its sum
 		{"BlockSlice", o.BlockSlice, minBlockSlice, maxAddedTimeout},
 		{"LeakDetectionThreshold", o.LeakDetectionThreshold, 0, 0},
 		{"PubSubPingInterval", o.PubSubPingInterval, minIOTimeout, maxAddedTimeout},

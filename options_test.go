@@ -62,7 +62,6 @@ func TestNewPoolRejectsEachInvalidOptionNamingTheField(t *testing.T) {
 		// negative and every wait bounded by it ends at once.
 		{"DialTimeout", func(o *redisalive.Options) { o.DialTimeout = math.MaxInt64 }},
 		{"PoolTimeout", func(o *redisalive.Options) { o.PoolTimeout = math.MaxInt64 }},
-		{"HealthCheckInterval", func(o *redisalive.Options) { o.HealthCheckInterval = math.MaxInt64 }},
 		// A queue of this many slots per shared connection, made on first use.
 		{"PipelineDepth", func(o *redisalive.Options) { o.AutoPipeline, o.PipelineDepth = true, 1<<50 }},
 		{"PipelineConns", func(o *redisalive.Options) {
@@ -102,7 +101,7 @@ func TestNewPoolAcceptsEveryBoundItself(t *testing.T) {
 		{Addr: "127.0.0.1:1", KeepAlive: redisalive.KeepAlive{Idle: 32767 * time.Second, Interval: 32767 * time.Second, Count: 127}},
 		{Addr: "127.0.0.1:1", KeepAlive: redisalive.KeepAlive{Disable: true}},
 		{Addr: "127.0.0.1:1", ReadTimeout: 100 * 365 * 24 * time.Hour, WriteTimeout: 100 * 365 * 24 * time.Hour, BlockSlice: 100 * 365 * 24 * time.Hour},
-		{Addr: "127.0.0.1:1", DialTimeout: 100 * 365 * 24 * time.Hour, PoolTimeout: 100 * 365 * 24 * time.Hour, HealthCheckInterval: 100 * 365 * 24 * time.Hour},
+		{Addr: "127.0.0.1:1", DialTimeout: 100 * 365 * 24 * time.Hour, PoolTimeout: 100 * 365 * 24 * time.Hour, HealthCheckInterval: math.MaxInt64},
 		{Addr: "127.0.0.1:1", AutoPipeline: true, MaxActive: 100, PipelineConns: redisalive.MaxPipelineConns, PipelineDepth: redisalive.MaxPipelineDepth},
 	} {
 		p, err := redisalive.NewPool(o)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -393,4 +394,22 @@ func isKeepalivePong(reply any) bool {
 	}
 	b, ok := reply.([]byte)
 	return ok && string(b) == keepalivePing
+}
+
+// subscriptionCount reads a (un)subscribe confirmation: the count of the
+// subscriptions left, which Redis keeps apart for shard channels and for
+// channels and patterns together; ok is false for any other reply.
+func subscriptionCount(reply any) (n int64, shard, ok bool) {
+	r, isArray := reply.([]any)
+	if !isArray || len(r) != 3 {
+		return 0, false, false
+	}
+	kind, _ := r[0].([]byte)
+	n, isCount := r[2].(int64)
+	for k, v := range subVerbs {
+		if isCount && (strings.EqualFold(string(kind), v.sub) || strings.EqualFold(string(kind), v.unsub)) {
+			return n, subKind(k) == kindShard, true
+		}
+	}
+	return 0, false, false
 }

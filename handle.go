@@ -27,6 +27,7 @@ type handle struct {
 	inMulti     bool       // MULTI without EXEC or DISCARD: commands are queued, not run
 	tainted     bool       // state that cannot be undone: close instead of reuse
 	subscribed  bool       // replies arrive unasked: reads wait quietly
+	subsLeft    [2]int64   // channels and patterns, shard channels: from the last confirmations
 	pending     int        // commands sent whose replies are unread
 	pendingWait pendingWait
 }
@@ -327,6 +328,17 @@ func (h *handle) receive(ctx context.Context, timeout time.Duration) (any, error
 			continue
 		}
 		h.mu.Lock()
+		if n, shard, ok := subscriptionCount(reply); err == nil && subscribed && ok {
+			// With no subscription left, replies answer commands again: a
+			// redigo pool reuses the connection after its cleanup
+			// unsubscribes from everything.
+			if shard {
+				h.subsLeft[1] = n
+			} else {
+				h.subsLeft[0] = n
+			}
+			h.subscribed = h.subsLeft != [2]int64{}
+		}
 		if h.pending > 0 {
 			if h.pending--; h.pending == 0 {
 				h.pendingWait = pendingWait{}

@@ -144,3 +144,23 @@ func TestEveryCallGivenANilContextReturnsAnError(t *testing.T) {
 		assert.True(t, errors.Is(err, errNilContext), "%s: got %v, want the nil-context error", name, err)
 	}
 }
+
+func TestSubscriptionCountKeepsShardChannelsApart(t *testing.T) {
+	confirm := func(kind string, n int64) any { return []any{[]byte(kind), []byte("ch"), n} }
+	for _, tc := range []struct {
+		reply     any
+		n         int64
+		shard, ok bool
+	}{
+		{confirm("subscribe", 2), 2, false, true},
+		{confirm("punsubscribe", 0), 0, false, true},
+		{confirm("ssubscribe", 1), 1, true, true},
+		{confirm("sunsubscribe", 0), 0, true, true},
+		{confirm("message", 0), 0, false, false},
+		{[]any{[]byte("unsubscribe"), nil, []byte("0")}, 0, false, false},
+		{[]byte("OK"), 0, false, false},
+	} {
+		n, shard, ok := subscriptionCount(tc.reply)
+		assert.Equal(t, []any{tc.n, tc.shard, tc.ok}, []any{n, shard, ok}, "%v", tc.reply)
+	}
+}

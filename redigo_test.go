@@ -89,6 +89,33 @@ func TestRedigoPoolGivesBlockingCommandsAndSubscriptionsTheirTime(t *testing.T) 
 	assert.Equal(t, "late", string(msg.Data))
 }
 
+// TestRedigoPoolReusesAnUnsubscribedConnectionForCommandsAgain: redigo
+// unsubscribes a Pub/Sub connection from everything when it is closed and
+// keeps it idle. Its replies answer commands again, so a blocking read's
+// reply gets its block time, not the quiet wait for messages, whose
+// keepalive PING cannot be answered while the server blocks.
+func TestRedigoPoolReusesAnUnsubscribedConnectionForCommandsAgain(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newRedigoPool(t, srv, redisalive.Options{ReadTimeout: 500 * time.Millisecond, PubSubPingInterval: 100 * time.Millisecond})
+	psc := redis.PubSubConn{Conn: p.Get()}
+	require.NoError(t, psc.Subscribe("ch"))
+	require.NoError(t, psc.PSubscribe("p*"))
+	for range 2 {
+		require.IsType(t, redis.Subscription{}, psc.Receive())
+	}
+	require.NoError(t, psc.Close())
+	require.Equal(t, 1, p.IdleCount(), "redigo keeps the unsubscribed connection")
+
+	c := p.Get()
+	defer c.Close()
+	require.NoError(t, c.Send("BLPOP", "empty", 1))
+	require.NoError(t, c.Flush())
+	reply, err := c.Receive()
+	require.NoError(t, err, "a block of twice ReadTimeout on the reused connection")
+	assert.Nil(t, reply)
+	assert.Equal(t, 0, p.IdleCount(), "the same connection")
+}
+
 func TestNewRedigoPoolValidatesOptionsAsNewPoolDoes(t *testing.T) {
 	_, err := redisalive.NewRedigoPool(redisalive.Options{Addr: "h:1", MaxIdle: -1})
 	assert.ErrorIs(t, err, redisalive.ErrInvalidOptions)

@@ -30,6 +30,7 @@ type handle struct {
 	subsLeft    [2]int64   // channels and patterns, shard channels: from the last confirmations
 	pending     int        // commands sent whose replies are unread
 	pendingWait pendingWait
+	busy        int // calls using c now: a Close meanwhile must not lend it out
 }
 
 // pendingWait is how long the server may hold the unread replies beyond
@@ -65,13 +66,14 @@ var (
 
 // Close returns the connection to the pool. A connection with unread
 // pipelined replies is drained first; one left in a transaction, a
-// subscription or a broken state, or awaiting the reply of a blocking
-// command, is closed instead.
+// subscription or a broken state, awaiting the reply of a blocking
+// command, or in use by a call on another goroutine (which then fails), is
+// closed instead.
 func (h *handle) Close() error {
 	h.mu.Lock()
 	c := h.c
 	h.c = nil
-	reuse := !h.tainted && (h.pendingWait == pendingWait{})
+	reuse := !h.tainted && (h.pendingWait == pendingWait{}) && h.busy == 0
 	cleanup := h.txOpen || h.pending > 0
 	txOpen := h.txOpen
 	h.mu.Unlock()
@@ -101,6 +103,13 @@ func (h *handle) Close() error {
 	}
 	h.pool.put(c, reuse)
 	return nil
+}
+
+// release ends a call counted in busy.
+func (h *handle) release() {
+	h.mu.Lock()
+	h.busy--
+	h.mu.Unlock()
 }
 
 // Err returns a non-nil error if the connection is unusable.
@@ -178,6 +187,8 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 		h.mu.Unlock()
 		return nil, errConnReturned
 	}
+	h.busy++
+	defer h.release()
 	var (
 		info     cmdInfo
 		total    time.Duration
@@ -251,7 +262,9 @@ func (h *handle) Send(cmd string, args ...any) error {
 		h.pendingWait.add(total)
 	}
 	h.pending++
+	h.busy++
 	h.mu.Unlock()
+	defer h.release()
 	c.wmu.Lock()
 	err := c.rc.Send(cmd, args...)
 	c.wmu.Unlock()
@@ -262,6 +275,10 @@ func (h *handle) Send(cmd string, args ...any) error {
 func (h *handle) Flush() error {
 	h.mu.Lock()
 	c := h.c
+	if c != nil {
+		h.busy++
+		defer h.release()
+	}
 	h.mu.Unlock()
 	if c == nil {
 		return errConnReturned
@@ -302,6 +319,10 @@ func (h *handle) ReceiveWithTimeout(timeout time.Duration) (any, error) {
 func (h *handle) receive(ctx context.Context, timeout time.Duration) (any, error) {
 	h.mu.Lock()
 	c, subscribed, wait := h.c, h.subscribed, h.pendingWait
+	if c != nil {
+		h.busy++
+		defer h.release()
+	}
 	h.mu.Unlock()
 	if c == nil {
 		return nil, errConnReturned

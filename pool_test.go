@@ -149,6 +149,37 @@ func TestHandleAfterCloseIsInert(t *testing.T) {
 	assert.Equal(t, 1, p.Stats().Idle)
 }
 
+// TestHandleClosedDuringACallOnItLendsItToNobody: closing a handle while
+// another goroutine's command on it waits for its reply (a misuse redigo
+// forbids too) once put the connection back for the next caller, whose
+// reply the stranded read then took.
+func TestHandleClosedDuringACallOnItLendsItToNobody(t *testing.T) {
+	p, _ := newMiniPool(t, redisalive.Options{MaxActive: 1})
+	c, err := p.Get(context.Background())
+	require.NoError(t, err)
+	stranded := make(chan error, 1)
+	go func() {
+		_, err := c.Do("BLPOP", "empty", 1)
+		stranded <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // lets the BLPOP go out; not synchronisation
+	require.NoError(t, c.Close())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	v, err := redis.String(p.Do(ctx, "ECHO", "mine"))
+	require.NoError(t, err)
+	assert.Equal(t, "mine", v)
+	assert.Less(t, time.Since(start), 2*time.Second, "the next caller waited on a connection another read held")
+	select {
+	case err := <-stranded:
+		assert.Error(t, err, "the call whose handle was closed under it")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call whose handle was closed under it never returned")
+	}
+}
+
 func TestHandleDrainsPipelinedRepliesAndDiscardsOpenTransaction(t *testing.T) {
 	p, _ := newMiniPool(t, redisalive.Options{})
 	ctx := context.Background()

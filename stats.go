@@ -152,7 +152,12 @@ func (p *Pool) Stats() Stats {
 // Hook observes a pool's events, for metrics and tracing: the modules
 // extra/redisaliveotel and extra/redisaliveprom are built on it. Every
 // field is optional. Hooks run on the goroutine of the event, often the
-// caller's, so they must be quick; they may read Stats.
+// caller's, so they must be quick; they may read Stats. Some run on the
+// pool's own goroutines (the health checker's, a Subscription's, the
+// AutoPipeline connections'), which Close waits for: a hook must not call
+// the pool's Close or Shutdown, nor a Subscription's Close, or it waits
+// for itself. To close the pool on some event, do it from another
+// goroutine.
 type Hook struct {
 	// Command is called before each command a caller runs through
 	// Pool.Do, the blocking reads (BRPop, BLPop, BLMove) or Do, DoContext
@@ -181,7 +186,10 @@ type Hook struct {
 	// network and the read goes on on a new connection.
 	Redial func(ctx context.Context, cmd string, err error)
 	// PoolClosing is called once, when the pool's Close or Shutdown
-	// begins, so that a hook can release what it holds for the pool.
+	// begins, so that a hook can release what it holds for the pool. The
+	// Close or Shutdown that calls it is still running: calling either
+	// again from here waits for it, that is, for ever or until its ctx
+	// ends.
 	PoolClosing func()
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -475,10 +476,11 @@ func (pl *pipeline) fail(err error, unsent []*request) {
 // When the writer has ended and nothing is in flight, it returns the
 // connection to the pool, closed.
 func (pl *pipeline) read() {
-	var failed error
+	var failed, readErr error
 	for !pl.writerDone.Load() || pl.due.Load() != 0 {
 		reply, err := pl.rc.Receive()
 		if _, isServerErr := err.(redis.Error); err != nil && !isServerErr {
+			readErr = err
 			if pl.writerDone.Load() && pl.due.Load() == 0 {
 				break // woken by the writer's end, with nothing due
 			}
@@ -512,6 +514,11 @@ func (pl *pipeline) read() {
 	pl.mu.Lock()
 	cause := pl.err
 	pl.mu.Unlock()
+	if errors.Is(cause, net.ErrClosed) && readErr != nil {
+		// redigo closes the socket as a read fails, so the writer's peek
+		// can find it closed before the reader has said why.
+		cause = readErr
+	}
 	reason := CloseError
 	switch {
 	case errors.Is(cause, ErrPoolClosed):

@@ -155,40 +155,44 @@ func lookupCommand(cmd string, args []any) cmdInfo {
 	return cmdInfo{}
 }
 
-// xreadBlock finds the BLOCK option of XREAD or XREADGROUP among the
-// options that start at args[from] and end at STREAMS.
-func xreadBlock(kind blockKind, args []any, from int) blockSpec {
-	for i := from; i+1 < len(args); i++ {
+// xreadOption returns the index of the keyword kw among the options of
+// XREAD (from args[0]) or XREADGROUP (from args[3], past GROUP group
+// consumer), which end at STREAMS; -1 if it is not there.
+func xreadOption(args []any, from int, kw string) int {
+	for i := from; i < len(args); i++ {
 		switch {
+		case argIs(args[i], kw):
+			return i
 		case argIs(args[i], "STREAMS"):
-			return blockSpec{}
-		case argIs(args[i], "BLOCK"):
-			return blockSpec{kind: kind, arg: i + 1, unit: time.Millisecond}
-		case argIs(args[i], "COUNT"):
-			i++ // skip the count, which could read "BLOCK" only by accident
+			return -1
+		case argIs(args[i], "COUNT"), argIs(args[i], "BLOCK"):
+			i++ // skip the value, which could read as a keyword only by accident
 		}
+	}
+	return -1
+}
+
+// xreadBlock finds the BLOCK option of XREAD or XREADGROUP.
+func xreadBlock(kind blockKind, args []any, from int) blockSpec {
+	if i := xreadOption(args, from, "BLOCK"); i >= 0 && i+1 < len(args) {
+		return blockSpec{kind: kind, arg: i + 1, unit: time.Millisecond}
 	}
 	return blockSpec{}
 }
 
-// xreadStreams splits the arguments after the STREAMS of XREAD (options
-// from args[0]) or XREADGROUP (from args[3], past GROUP group consumer)
-// into keys and IDs. ok is false when there is no STREAMS or its keys and
-// IDs do not pair up, which the server rejects.
+// xreadStreams splits the arguments after STREAMS into keys and IDs. ok is
+// false when there is no STREAMS or its keys and IDs do not pair up, which
+// the server rejects.
 func xreadStreams(args []any, from int) (keys, ids []any, ok bool) {
-	for i := from; i < len(args); i++ {
-		switch {
-		case argIs(args[i], "STREAMS"):
-			rest := args[i+1:]
-			if len(rest) == 0 || len(rest)%2 != 0 {
-				return nil, nil, false
-			}
-			return rest[:len(rest)/2], rest[len(rest)/2:], true
-		case argIs(args[i], "COUNT"), argIs(args[i], "BLOCK"):
-			i++ // skip the value, which could read "STREAMS" only by accident
-		}
+	i := xreadOption(args, from, "STREAMS")
+	if i < 0 {
+		return nil, nil, false
 	}
-	return nil, nil, false
+	rest := args[i+1:]
+	if len(rest) == 0 || len(rest)%2 != 0 {
+		return nil, nil, false
+	}
+	return rest[:len(rest)/2], rest[len(rest)/2:], true
 }
 
 // argIs reports whether a command argument is the keyword kw, in any case.

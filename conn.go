@@ -406,8 +406,11 @@ func subscriptionCount(reply any) (n int64, shard, ok bool) {
 	}
 	kind, _ := r[0].([]byte)
 	n, isCount := r[2].(int64)
+	if !isCount {
+		return 0, false, false
+	}
 	for k, v := range subVerbs {
-		if isCount && (strings.EqualFold(string(kind), v.sub) || strings.EqualFold(string(kind), v.unsub)) {
+		if strings.EqualFold(string(kind), v.sub) || strings.EqualFold(string(kind), v.unsub) {
 			return n, subKind(k) == kindShard, true
 		}
 	}

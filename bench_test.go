@@ -5,27 +5,48 @@ import (
 	"testing"
 )
 
-// newBenchPool returns a default-configured pool on a fresh fakeServer
-// that answers +OK, closed before the server stops.
-func newBenchPool(b *testing.B) *Pool {
+// newBenchPool returns a pool on a fresh fakeServer that answers +OK,
+// closed before the server stops; opts.Addr is the server's.
+func newBenchPool(b *testing.B, opts Options) *Pool {
 	b.Helper()
 	s := newFakeServer(b, nil)
-	p, err := NewPool(Options{Addr: s.addr()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	opts.Addr = s.addr()
 	// Cleanups run last-registered first: the pool closes its sockets
 	// before the server waits for its connections to end.
-	b.Cleanup(func() { p.Close() })
-	return p
+	return openPool(b, opts)
 }
 
 // BenchmarkPoolDo is Pool.Do's whole path: checkout, one round trip and
 // return, from GOMAXPROCS goroutines.
-func BenchmarkPoolDo(b *testing.B) {
-	p := newBenchPool(b)
+func BenchmarkPoolDo(b *testing.B) { benchDo(b, Options{}, 1) }
+
+// BenchmarkPoolDoAutoPipeline is Pool.Do with AutoPipeline from 32
+// goroutines per GOMAXPROCS: many callers sharing the pipelined
+// connections, the case auto-pipelining is for.
+func BenchmarkPoolDoAutoPipeline(b *testing.B) { benchDo(b, Options{AutoPipeline: true}, 32) }
+
+// BenchmarkPoolDoContended is BenchmarkPoolDo from 32 goroutines per
+// GOMAXPROCS on the default pool size (10 per GOMAXPROCS): most callers
+// wait for a connection, so this times the hand-off from a returning caller
+// to a waiting one.
+func BenchmarkPoolDoContended(b *testing.B) { benchDo(b, Options{}, 32) }
+
+// BenchmarkPoolGetClose is checkout and return alone, with no command in
+// between: the pool's own overhead, including the liveness peek.
+func BenchmarkPoolGetClose(b *testing.B) { benchGetClose(b, 1) }
+
+// BenchmarkPoolGetCloseContended is BenchmarkPoolGetClose with as many
+// goroutines as BenchmarkPoolDoContended: the waiting path with nothing
+// else in it.
+func BenchmarkPoolGetCloseContended(b *testing.B) { benchGetClose(b, 32) }
+
+// benchDo runs SET through Pool.Do from parallelism goroutines per
+// GOMAXPROCS.
+func benchDo(b *testing.B, opts Options, parallelism int) {
+	p := newBenchPool(b, opts)
 	ctx := context.Background()
 	b.ReportAllocs()
+	b.SetParallelism(parallelism)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := p.Do(ctx, "SET", "k", "v"); err != nil {
@@ -36,12 +57,13 @@ func BenchmarkPoolDo(b *testing.B) {
 	})
 }
 
-// BenchmarkPoolGetClose is checkout and return alone, with no command in
-// between: the pool's own overhead, including the liveness peek.
-func BenchmarkPoolGetClose(b *testing.B) {
-	p := newBenchPool(b)
+// benchGetClose checks a connection out and back from parallelism
+// goroutines per GOMAXPROCS.
+func benchGetClose(b *testing.B, parallelism int) {
+	p := newBenchPool(b, Options{})
 	ctx := context.Background()
 	b.ReportAllocs()
+	b.SetParallelism(parallelism)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			c, err := p.Get(ctx)
@@ -56,7 +78,7 @@ func BenchmarkPoolGetClose(b *testing.B) {
 
 // BenchmarkStats is one Stats snapshot of a pool holding idle connections.
 func BenchmarkStats(b *testing.B) {
-	p := newBenchPool(b)
+	p := newBenchPool(b, Options{})
 	ctx := context.Background()
 	// Two connections held at once leave two idle, so the snapshot has
 	// something to count.

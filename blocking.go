@@ -31,8 +31,11 @@ const (
 // reads with a deadline of BlockSlice plus 500 ms, so a read stuck on a
 // dead link comes back within one slice. A failed round closes the
 // connection and retries on a fresh one with capped exponential backoff
-// until ctx is done; server error replies (WRONGTYPE, ...) are returned at
-// once.
+// until ctx is done, and so does a failed dial (nothing listening, say),
+// warning through Options.Logger meanwhile; the error that ends the call
+// then carries the last connection error. Server error replies (WRONGTYPE,
+// ...) are returned at once, as is a new connection the server refuses
+// for the pool's configuration: a *DialError matching ErrMisconfigured.
 //
 // BRPop is at most once: an element the server popped for a round whose
 // reply was lost on a dying connection is gone. Use a Queue where that
@@ -114,20 +117,15 @@ func checkSides(sides ...string) error {
 // 0: until an element arrives.
 func (p *Pool) blockForever(ctx context.Context, cmd string, args []any) (any, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
 	spec := blockSpec{kind: blockPop, arg: len(args) - 1, unit: time.Second}
 	return p.runBlocking(ctx, newBlockingCall(cmd, args, spec, 0, time.Now()))
 }
 
 // runBlocking runs b on p under the Command hooks.
-func (p *Pool) runBlocking(ctx context.Context, b *blockingCall) (reply any, err error) {
-	if p.hooks.Load() != nil {
-		var hooked commandHooks
-		ctx = p.beforeCommand(ctx, b.cmd, &hooked)
-		defer func() { p.afterCommand(b.cmd, &hooked, err) }()
-	}
-	return p.block(ctx, b)
+func (p *Pool) runBlocking(ctx context.Context, b *blockingCall) (any, error) {
+	return p.underHooks(ctx, b.cmd, func(ctx context.Context) (any, error) { return p.block(ctx, b) })
 }
 
 // blockingCall is one blocking command run in rounds: each round is the
@@ -146,10 +144,11 @@ type blockingCall struct {
 	sent   bool // a round has been sent
 	pinned bool // XREAD's "$" IDs are resolved
 
-	// stay, if set, is asked after a round failed on the network whether
-	// to retry on this pool: a Cluster's read goes elsewhere if the
-	// key's slot has moved.
-	stay func() bool
+	// retryHere, if set, is told of a round that failed on the network,
+	// or of a failed dial, and asked whether to retry on this pool; if
+	// not, the call ends with that failure, for its caller to go on
+	// elsewhere.
+	retryHere func(err error) bool
 }
 
 func newBlockingCall(cmd string, args []any, spec blockSpec, total time.Duration, now time.Time) *blockingCall {
@@ -234,7 +233,7 @@ func (b *blockingCall) redialable() bool {
 // returned), the block time is used up (the last round's reply is
 // returned), ctx ends, the pool closes, or a round fails (its error is
 // returned; the caller decides whether to retry elsewhere).
-func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall) (any, error) {
+func (p *Pool) rounds(ctx context.Context, c *conn, b *blockingCall) (any, error) {
 	var last any
 	for {
 		if err := ctxErr(ctx); err != nil {
@@ -264,9 +263,19 @@ func (p *runner) rounds(ctx context.Context, c *conn, b *blockingCall) (any, err
 		b.sent = true
 		b.args[b.spec.arg] = formatTimeout(wait, b.spec.unit)
 		p.counters.blockingRounds.Add(1)
-		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
-			return redis.DoWithTimeout(c.rc, wait+blockGrace, b.cmd, b.args...)
+		// Without a ctx deadline, the round's cap: its wait, then a reply
+		// that may trickle in for at most replyCap.
+		var roundCap time.Time
+		if ctxDeadline.IsZero() {
+			roundCap = time.Now().Add(wait + blockGrace + replyCap(p.cfg.readTimeout))
+		}
+		c.waiting.Store(true) // a failover cuts the round: it goes on at the new master
+		reply, err := c.run(ctx, roundCap, func() (any, error) {
+			// Once the server has begun to answer, silence means a dead
+			// link or a peer out of step, not a wait.
+			return c.rc.DoWithTimeouts(wait+blockGrace, p.cfg.readTimeout, b.cmd, b.args...)
 		})
+		c.waiting.Store(false)
 		if err != nil {
 			return reply, err
 		}
@@ -325,43 +334,56 @@ func (b *blockingCall) pinLastIDs(ctx context.Context, c *conn, readTimeout time
 // block runs a blocking command on connections of its own until a round's
 // reply ends the wait, the block time is used up, ctx ends, the pool
 // closes, or the server answers with an error. A round that fails on the
-// network is retried on a new connection, after killing the abandoned one
-// on the server, with capped, jittered backoff; a round ended by ctx is not
-// a failure and ends the call.
+// network is retried on a new connection, with capped, jittered backoff;
+// the checkout first kills the abandoned one on the server (fence.go). A
+// round ended by ctx is not a failure and ends the call.
+//
+// A dial the server refused for the pool's configuration (ErrMisconfigured)
+// is returned at once, never retried. An error that ends the call after
+// failed rounds or dials carries the last of those failures.
 func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 	var (
 		c        *conn
 		failures int
-		zombies  []int64 // server ids of connections abandoned mid-round
+		last     lastFailure
 	)
 	defer func() {
 		if c != nil {
+			p.counters.blockingConns.Add(-1)
 			p.put(c, true)
 		}
 	}()
 	for {
 		if err := ctxErr(ctx); err != nil {
-			return nil, p.wrapErr(ctx, b.cmd, err)
+			return nil, last.wrap(p.wrapErr(ctx, b.cmd, err))
 		}
 		if p.closing.Err() != nil {
-			return nil, ErrPoolClosed
+			return nil, last.wrap(ErrPoolClosed)
 		}
 		if c == nil {
 			var err error
-			if c, err = p.blockingConn(ctx, &zombies); err != nil {
+			// A checkout without a context deadline waits PoolTimeout per
+			// attempt.
+			start := time.Now()
+			if c, err = p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout)); err != nil {
+				if errors.Is(err, ErrMisconfigured) {
+					return nil, err
+				}
 				if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) {
+					return nil, last.wrap(p.wrapErr(ctx, b.cmd, err))
+				}
+				if b.retryHere != nil && !b.retryHere(err) {
 					return nil, p.wrapErr(ctx, b.cmd, err)
 				}
-				if b.stay != nil && !b.stay() {
-					return nil, &movedOnError{err: p.wrapErr(ctx, b.cmd, err)}
-				}
+				last.note(ctx, err)
 				failures++
 				p.warnUnreachable(b.cmd, err, failures)
 				if err := p.backoff(ctx, failures); err != nil {
-					return nil, p.wrapErr(ctx, b.cmd, err)
+					return nil, last.wrap(p.wrapErr(ctx, b.cmd, err))
 				}
 				continue
 			}
+			p.counters.blockingConns.Add(1)
 		}
 		reply, err := p.rounds(ctx, c, b)
 		if err == nil {
@@ -370,20 +392,28 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 			}
 			return reply, nil
 		}
+		if ctxErr(ctx) == nil && p.closing.Err() == nil && (p.stale(c) || isDemotion(err) && p.demote(ctx, c, err.Error())) {
+			// The master moved (a failover cut the round, or the server
+			// answered it is no longer the master): not a failure; the
+			// read goes on at once at the new one.
+			p.put(c, false)
+			c = nil
+			continue
+		}
 		if _, ok := err.(redis.Error); ok && !c.broken() {
 			return nil, err
 		}
-		if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) {
+		if errors.Is(err, ErrPoolClosed) || ctxErr(ctx) != nil || !b.redialable() || b.usedUp(time.Now()) ||
+			errors.Is(err, ErrProtocol) { // a peer out of its mind: a new connection will not cure it
+			return nil, last.wrap(p.wrapErr(ctx, b.cmd, err))
+		}
+		if b.retryHere != nil && !b.retryHere(err) {
 			return nil, p.wrapErr(ctx, b.cmd, err)
 		}
-		if b.stay != nil && !b.stay() {
-			return nil, &movedOnError{err: p.wrapErr(ctx, b.cmd, err)}
-		}
-		if c.clientID > 0 {
-			zombies = append(zombies, c.clientID)
-		}
+		p.counters.blockingConns.Add(-1)
 		p.put(c, false)
 		c = nil
+		last.note(ctx, err)
 		failures++
 		p.counters.blockingRedials.Add(1)
 		p.each(func(h *Hook) {
@@ -393,83 +423,14 @@ func (p *Pool) block(ctx context.Context, b *blockingCall) (any, error) {
 		})
 		p.warnUnreachable(b.cmd, err, failures)
 		if err := p.backoff(ctx, failures); err != nil {
-			return nil, p.wrapErr(ctx, b.cmd, err)
+			return nil, last.wrap(p.wrapErr(ctx, b.cmd, err))
 		}
 	}
-}
-
-// movedOnError ends a blocking read on one pool whose caller (a Cluster)
-// will go on elsewhere: the round failed, and the key's slot has moved.
-type movedOnError struct{ err error }
-
-func (e *movedOnError) Error() string { return e.err.Error() }
-func (e *movedOnError) Unwrap() error { return e.err }
-
-// blockingConn checks out a connection for blocking reads: it learns the
-// connection's server id, so it can be killed if abandoned, and first kills
-// the connections abandoned before it. An id leaves zombies only once its
-// kill was answered; if this connection breaks on the way, it becomes a
-// zombie too. A checkout without a context deadline waits PoolTimeout per
-// attempt.
-func (p *Pool) blockingConn(ctx context.Context, zombies *[]int64) (*conn, error) {
-	start := time.Now()
-	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(p.cfg.readTimeout)
-	if c.clientID == 0 {
-		id, err := redis.Int64(c.run(ctx, deadline, func() (any, error) { return c.rc.Do("CLIENT", "ID") }))
-		switch {
-		case err == nil:
-			c.clientID = id
-		case c.broken():
-			p.put(c, false)
-			if cerr := ctxErr(ctx); cerr != nil {
-				// The caller's ctx ended as the reply came: whatever it
-				// was (miniredis answers with an error), the caller must
-				// see its ctx, not a reply to a command it never sent.
-				return nil, cerr
-			}
-			return nil, err
-		default:
-			c.clientID = -1 // the server has no CLIENT ID (miniredis): no zombie killing
-		}
-	}
-	for len(*zombies) > 0 {
-		id := (*zombies)[0]
-		// "No such client" just means the server already dropped it.
-		_, err := c.run(ctx, deadline, func() (any, error) { return c.rc.Do("CLIENT", "KILL", "ID", id) })
-		if c.broken() {
-			if c.clientID > 0 {
-				*zombies = append(*zombies, c.clientID)
-			}
-			p.put(c, false)
-			return nil, fmt.Errorf("killing abandoned connection %d: %w", id, err)
-		}
-		*zombies = (*zombies)[1:]
-	}
-	return c, nil
 }
 
 // warnUnreachable logs a failed blocking round, at most once per warnEvery
 // for the whole pool, so an outage does not flood the log.
 func (p *Pool) warnUnreachable(cmd string, err error, failures int) {
-	if p.blockLog.allow() {
-		p.cfg.logger.Warn("redisalive: blocking read failed; retrying on a new connection",
-			"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
-	}
-}
-
-// ctxErr is ctx's error, or DeadlineExceeded once its deadline has passed
-// even if its timer has not fired yet: a socket deadline set from it can
-// beat the timer, and what ended the call is still the caller's deadline.
-func ctxErr(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
-		return context.DeadlineExceeded
-	}
-	return nil
+	p.warnRetry("redisalive: blocking read failed; retrying on a new connection",
+		"addr", p.cfg.addr, "cmd", cmd, "consecutive_failures", failures, "err", err)
 }

@@ -17,7 +17,9 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 type popResult struct {
@@ -48,11 +50,11 @@ func waitPop(t *testing.T, ch <-chan popResult, within time.Duration) popResult 
 }
 
 func TestBlockingReadsDeliverItemsPushedWhileWaiting(t *testing.T) {
-	p, mr := newMiniPool(t, redisalive.Options{BlockSlice: 50 * time.Millisecond})
+	p, mr := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: 50 * time.Millisecond})
 	ctx := context.Background()
 
 	ch := popAsync(ctx, p, "a", "b")
-	waitFor(t, 2*time.Second, "several empty rounds", func() bool { return p.Stats().BlockingRounds >= 3 })
+	testkit.WaitFor(t, 2*time.Second, "several empty rounds", func() bool { return p.Stats().BlockingRounds >= 3 })
 	_, err := mr.Lpush("b", "x")
 	require.NoError(t, err)
 	r := waitPop(t, ch, 2*time.Second)
@@ -75,7 +77,7 @@ func TestBlockingReadsDeliverItemsPushedWhileWaiting(t *testing.T) {
 }
 
 func TestBlockingReadsRejectBadArgumentsAndServerErrors(t *testing.T) {
-	p, mr := newMiniPool(t, redisalive.Options{})
+	p, mr := pooltest.OnMiniredis(t, redisalive.Options{})
 	ctx := context.Background()
 	_, _, err := p.BRPop(ctx)
 	assert.ErrorContains(t, err, "at least one key")
@@ -112,7 +114,7 @@ func TestBRPopReturnsPromptlyWhenContextIsCancelled(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		rounds := p.Stats().BlockingRounds
 		ch := popAsync(ctx, p, "empty")
-		waitFor(t, 2*time.Second, "BRPop blocked on the server", func() bool { return p.Stats().BlockingRounds > rounds })
+		testkit.WaitFor(t, 2*time.Second, "BRPop blocked on the server", func() bool { return p.Stats().BlockingRounds > rounds })
 		time.Sleep(cancelAfter) // cancel at the start of a round and in its middle
 		cancelled := time.Now()
 		cancel()
@@ -138,11 +140,11 @@ func TestBRPopOnSilentLinkRetriesWithinOneSliceAndDeliversAfterHeal(t *testing.T
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ch := popAsync(ctx, p, "jobs")
-	waitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
+	testkit.WaitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
 
 	proxy.Blackhole() // the link goes silent: no FIN, no RST
 	silent := time.Now()
-	took := waitFor(t, 5*time.Second, "round abandoned", func() bool { return p.Stats().BlockingRedials >= 1 })
+	took := testkit.WaitFor(t, 5*time.Second, "round abandoned", func() bool { return p.Stats().BlockingRedials >= 1 })
 	t.Logf("in-flight round abandoned %v after the link went silent (bound %v)", took, slice+blockGrace)
 	assert.LessOrEqual(t, took, slice+blockGrace+500*time.Millisecond, "got %v, want <= BlockSlice + grace (+500ms margin)", took)
 	time.Sleep(time.Until(silent.Add(2 * time.Second))) // stay down a while: redials fail too
@@ -166,7 +168,7 @@ func TestBRPopSurvivesServerRestart(t *testing.T) {
 	defer cancel()
 
 	ch := popAsync(ctx, p, "jobs")
-	waitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
+	testkit.WaitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
 	srv.Restart(t)
 	srv.Do(t, "LPUSH", "jobs", "after-restart")
 	pushed := time.Now()
@@ -177,9 +179,9 @@ func TestBRPopSurvivesServerRestart(t *testing.T) {
 }
 
 func TestBRPopEndsWithErrPoolClosedAfterItsRound(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: 100 * time.Millisecond})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: 100 * time.Millisecond})
 	ch := popAsync(context.Background(), p, "empty")
-	waitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
+	testkit.WaitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
 	start := time.Now()
 	require.NoError(t, p.Close())
 	r := waitPop(t, ch, 2*time.Second)
@@ -222,7 +224,7 @@ func blockingCases(consumer string) []blockingCase {
 func TestEveryBlockingCommandWaitsItsBlockTimeAndReturnsTheServersReply(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Do(t, "XGROUP", "CREATE", "s", "g", "$", "MKSTREAM")
-	p := newServerPool(t, srv, redisalive.Options{ReadTimeout: time.Second, MaxActive: 64})
+	p := pooltest.OnServer(t, srv, redisalive.Options{ReadTimeout: time.Second, MaxActive: 64})
 	const block = 2500 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -276,7 +278,7 @@ func TestBlockForeverFormsReturnTheEntryAddedRoundsLater(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Do(t, "XGROUP", "CREATE", "gs", "g", "$", "MKSTREAM")
 	const slice = 300 * time.Millisecond
-	p := newServerPool(t, srv, redisalive.Options{BlockSlice: slice, ReadTimeout: 500 * time.Millisecond, MaxActive: 16})
+	p := pooltest.OnServer(t, srv, redisalive.Options{BlockSlice: slice, ReadTimeout: 500 * time.Millisecond, MaxActive: 16})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -303,7 +305,7 @@ func TestBlockForeverFormsReturnTheEntryAddedRoundsLater(t *testing.T) {
 			done[i] <- result{reply, err}
 		}()
 	}
-	waitFor(t, 5*time.Second, "several rounds of every command", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "several rounds of every command", func() bool {
 		return p.Stats().BlockingRounds >= int64(4*len(cases))
 	})
 	for i, tc := range cases {
@@ -373,8 +375,8 @@ func TestXReadDollarMissesNoEntryAddedBetweenRounds(t *testing.T) {
 // count a redial, a dial error and a warning on a healthy server.
 func TestBRPopEndedByItsDeadlineAtARoundBoundaryIsNoFailure(t *testing.T) {
 	srv := redistest.Start(t)
-	var logs syncBuffer
-	p := newServerPool(t, srv, redisalive.Options{
+	var logs testkit.LogBuffer
+	p := pooltest.OnServer(t, srv, redisalive.Options{
 		MaxActive: 40,
 		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -405,7 +407,7 @@ func TestBRPopEndedByItsDeadlineAtARoundBoundaryIsNoFailure(t *testing.T) {
 // the caller's deadline, so the deadline costs no connection.
 func TestBRPopDeadlineKeepsTheConnection(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{})
+	p := pooltest.OnServer(t, srv, redisalive.Options{})
 	for _, d := range []time.Duration{700 * time.Millisecond, 1500 * time.Millisecond} {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		_, _, err := p.BRPop(ctx, "empty")
@@ -423,7 +425,7 @@ func TestBRPopDeadlineKeepsTheConnection(t *testing.T) {
 func TestConsumeEndedByItsContextCountsNoFailure(t *testing.T) {
 	srv := redistest.Start(t)
 	for _, end := range []string{"cancel", "deadline"} {
-		p := newServerPool(t, srv, redisalive.Options{})
+		p := pooltest.OnServer(t, srv, redisalive.Options{})
 		q, err := redisalive.NewQueue(p, "stop-"+end, redisalive.QueueOptions{Concurrency: 4})
 		require.NoError(t, err)
 		// Long enough for two heartbeats and several rounds per worker.

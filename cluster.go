@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,8 @@ const (
 )
 
 // minRefreshGap keeps a storm of MOVED replies during a slot migration
-// from refreshing the slot map back to back.
+// from refreshing the slot map back to back: at most one refresh begins
+// per minRefreshGap.
 const minRefreshGap = 100 * time.Millisecond
 
 // ClusterOptions configures a Cluster.
@@ -38,11 +40,12 @@ type ClusterOptions struct {
 	// the rest applies to every node as Options describes.
 	Node Options
 	// RefreshInterval is how often the slot map is refreshed in the
-	// background, besides after a MOVED reply or a node failure. Zero:
-	// DefaultClusterRefreshInterval.
+	// background, besides after a MOVED reply and every 100 ms while a
+	// node is down. Zero: DefaultClusterRefreshInterval.
 	RefreshInterval time.Duration
 	// MaxRedirects bounds the MOVED and ASK replies followed for one
-	// command. Zero: DefaultMaxRedirects.
+	// command, and its moves to a slot's new master after a failover.
+	// Zero: DefaultMaxRedirects.
 	MaxRedirects int
 }
 
@@ -58,45 +61,67 @@ type ClusterOptions struct {
 // and the command is retried on the right node; an ASK reply is followed
 // once, after ASKING, on the node it names. The map is refreshed after a
 // MOVED reply, after a node failure and every RefreshInterval, never by
-// more than one refresh at a time.
+// more than one refresh at a time, asking the nodes that answer first.
 //
-// A dead node costs only the calls for its slots, each bounded as on a
-// single server; the others go on. Blocking reads go to the node of their
-// keys in the same rounds as on a Pool, and follow their slot if it moves
-// to another node while its old one is unreachable.
+// A dead node costs only the calls for its slots; the others go on. A
+// call in flight on it fails as on a single server, at once if its
+// connection is reset, at ReadTimeout on a dead link; its write may or may
+// not have been applied. The node is then down: the calls for its slots,
+// and any whose dial to it failed (nothing was sent), wait for the slot
+// map to name another master rather than dial it, at most DialTimeout
+// from their start, and fail with the node's last error if none comes.
+// Meanwhile the map is refreshed, and the node probed with a PING, every
+// 100 ms. When the cluster promotes a replica in its place, the refresh
+// finds it within about 100 ms and the waiting calls go there. The old
+// master's pool is closed then: at once if the map names it nowhere (the
+// cluster failed it), which fails the calls still in flight on it, or
+// gracefully if it is now a replica. Redis replicates asynchronously, so
+// a write the old master acknowledged in the instant before it failed may
+// be lost.
+//
+// Blocking reads go to the node of their keys in the same rounds as on a
+// Pool. One whose node fails redials it with backoff, as on a Pool, until
+// the map names another master for its slot; it then goes on there.
 type Cluster struct {
 	seeds        []string
-	node         Options // the template, validated
+	nodeOpts     Options // the template, validated
 	interval     time.Duration
 	maxRedirects int
 	closeBound   time.Duration // of every node pool's Close
 	blockSlice   time.Duration // every node pool's
 	maxActive    int           // every node pool's
+	dialTimeout  time.Duration // every node pool's
+	readTimeout  time.Duration // every node pool's
 	logger       *slog.Logger
 
 	closing   context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // the refresh loop and refreshes
-	closeOnce sync.Once
-	closeDone chan struct{}
+	closeGate closeGate      // the first Close or Shutdown closes; the others wait for it
 
 	slots atomic.Pointer[slotMap]
 	cmds  atomic.Pointer[commandTable]
 
-	mu          sync.Mutex // guards the fields below
-	pools       map[string]*Pool
-	refresh     *refreshRun // the refresh in flight, if any
-	lastRefresh time.Time
+	mu          sync.Mutex       // guards the fields below, and each node's err
+	nodes       map[string]*node // by address: the masters of the slot map, and nodes being asked for it
+	refresh     *refreshRun      // the refresh in flight, if any
+	lastRefresh time.Time        // when the last refresh began
+	changed     chan struct{}    // closed and replaced when the slot map or a node's health changes
 	closed      bool
 }
 
 // slotMap is one view of the cluster: the master of each slot. A MOVED
 // reply updates one slot in place; a refresh replaces the whole map.
 type slotMap struct {
-	owners  [slot.Count]atomic.Pointer[Pool]
-	masters []*Pool // each master once, for commands without keys
-	next    atomic.Uint32
+	owners   [slot.Count]atomic.Pointer[node]
+	masters  []*node  // each master once, for commands without keys
+	replicas []string // the replicas' addresses, asked for the map when no master answers
+	next     atomic.Uint32
 }
+
+func (m *slotMap) isMaster(n *node) bool { return slices.Contains(m.masters, n) }
+
+func (m *slotMap) hasReplica(addr string) bool { return slices.Contains(m.replicas, addr) }
 
 // refreshRun is one refresh of the slot map; done is closed when it ends.
 type refreshRun struct {
@@ -131,9 +156,9 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 	if opts.MaxRedirects < 0 {
 		return bad("MaxRedirects", opts.MaxRedirects, "must not be negative (zero selects the default)")
 	}
-	node := opts.Node
-	node.Addr = opts.Addrs[0]
-	cfg, err := newConfig(node)
+	tmpl := opts.Node
+	tmpl.Addr = opts.Addrs[0]
+	cfg, err := newConfig(tmpl)
 	if err != nil {
 		var oe *OptionError
 		if errors.As(err, &oe) {
@@ -142,18 +167,20 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	cfg.logWarnings()
-	node.Addr = ""
+	tmpl.Addr = ""
 	c := &Cluster{
 		seeds:        append([]string(nil), opts.Addrs...),
-		node:         node,
+		nodeOpts:     tmpl,
 		interval:     cmp.Or(opts.RefreshInterval, DefaultClusterRefreshInterval),
 		maxRedirects: cmp.Or(opts.MaxRedirects, DefaultMaxRedirects),
 		closeBound:   cfg.bounds().Close,
 		blockSlice:   cfg.blockSlice,
 		maxActive:    cfg.maxActive,
+		dialTimeout:  cfg.dialTimeout,
+		readTimeout:  cfg.readTimeout,
 		logger:       cfg.logger,
-		closeDone:    make(chan struct{}),
-		pools:        make(map[string]*Pool),
+		nodes:        make(map[string]*node),
+		changed:      make(chan struct{}),
 	}
 	c.closing, c.cancel = context.WithCancel(context.Background())
 	c.refreshSoon()
@@ -166,7 +193,7 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 // rounds as Pool.Do describes.
 func (c *Cluster) Do(ctx context.Context, cmd string, args ...any) (any, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
 	s, err := c.slotOf(ctx, cmd, args)
 	if err != nil {
@@ -178,26 +205,29 @@ func (c *Cluster) Do(ctx context.Context, cmd string, args ...any) (any, error) 
 			return c.block(ctx, s, newBlockingCall(cmd, args, info.block, total, time.Now()))
 		}
 	}
-	return c.route(ctx, s, func(ctx context.Context, p *Pool, asking bool) (any, error) {
+	return c.route(ctx, s, false, func(ctx context.Context, n *node, asking bool) (any, error) {
 		if asking {
-			return askingDo(ctx, p, cmd, args)
+			return askingDo(ctx, n.pool, cmd, args)
 		}
-		return p.Do(ctx, cmd, args...)
+		return n.pool.Do(ctx, cmd, args...)
 	})
 }
 
 // Get checks out a connection to the node serving key's slot, as
-// Pool.Get does. Commands on it are not redirected: a MOVED or ASK reply
-// is returned as the server's error.
+// Pool.Get does, waiting as Do does while that node is down. Commands on
+// it are not redirected: a MOVED or ASK reply is returned as the server's
+// error.
 func (c *Cluster) Get(ctx context.Context, key string) (redis.Conn, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
-	p, err := c.nodeFor(ctx, slot.Of(key))
+	conn, err := c.route(ctx, slot.Of(key), false, func(ctx context.Context, n *node, _ bool) (any, error) {
+		return n.pool.Get(ctx)
+	})
 	if err != nil {
 		return nil, err
 	}
-	return p.Get(ctx)
+	return conn.(redis.Conn), nil
 }
 
 // BRPop is Pool.BRPop on the node serving the keys, which must share a
@@ -255,56 +285,116 @@ func (c *Cluster) queueSeam(name string) queuePool {
 // block runs a blocking call on the node of slot s, moving it with the
 // slot when a round fails on an unreachable node whose slot has moved.
 func (c *Cluster) block(ctx context.Context, s int, b *blockingCall) (any, error) {
-	return c.route(ctx, s, func(ctx context.Context, p *Pool, asking bool) (any, error) {
+	return c.route(ctx, s, true, func(ctx context.Context, n *node, asking bool) (any, error) {
 		if asking {
-			return askingDo(ctx, p, b.cmd, b.args)
+			return askingDo(ctx, n.pool, b.cmd, b.args)
 		}
-		b.stay = func() bool {
+		moved := false
+		b.retryHere = func(err error) bool {
+			c.nodeDown(n, err)
 			c.refreshSoon()
-			return s < 0 || c.slots.Load().owners[s].Load() == p
+			moved = s >= 0 && c.slots.Load().owners[s].Load() != n
+			return !moved
 		}
-		return p.runBlocking(ctx, b)
+		reply, err := n.pool.runBlocking(ctx, b)
+		if moved {
+			return reply, &movedOnError{err: err}
+		}
+		return reply, err
 	})
 }
 
+// movedOnError ends a blocking read on one node whose pool gave up
+// retrying there: the round failed, and the key's slot has moved, so the
+// read goes on at the slot's new master.
+type movedOnError struct{ err error }
+
+func (e *movedOnError) Error() string { return e.err.Error() }
+func (e *movedOnError) Unwrap() error { return e.err }
+
 // route runs a command on the node of slot s (any master for -1), then
-// wherever MOVED and ASK replies send it, at most MaxRedirects times.
-func (c *Cluster) route(ctx context.Context, s int, run func(ctx context.Context, p *Pool, asking bool) (any, error)) (any, error) {
-	p, err := c.nodeFor(ctx, s)
+// wherever MOVED and ASK replies send it. While that node is down, it
+// waits for the slot map to name another (or for the node to answer
+// again), until DialTimeout after the call began: what a dial to it would
+// have cost. A call that failed to connect, or found the node's pool
+// closed as the node left the map, goes on to the slot's new master, since
+// nothing was sent. Redirects and such moves together are at most
+// MaxRedirects. A blocking call does not wait: its pool redials the node
+// with backoff, as long as the call may wait, unless the map names
+// another (Cluster.block).
+func (c *Cluster) route(ctx context.Context, s int, blocking bool, run func(ctx context.Context, n *node, asking bool) (any, error)) (any, error) {
+	start := time.Now()
+	n, err := c.nodeFor(ctx, s)
 	if err != nil {
 		return nil, err
 	}
 	asking := false
 	for redirects := 0; ; {
-		reply, err := run(ctx, p, asking)
-		var moved *movedOnError
-		if errors.As(err, &moved) {
-			if p, err = c.nodeFor(ctx, s); err != nil {
+		if n.isDown() && !asking && !blocking {
+			if n, err = c.awaitNode(ctx, s, n, start.Add(c.dialTimeout)); err != nil {
 				return nil, err
 			}
-			continue // a blocking read goes on where its slot went
 		}
-		to, ok := redirectOf(err, p.cfg.addr)
-		if !ok {
-			if err != nil && isNodeFailure(ctx, err) {
+		reply, err := run(ctx, n, asking)
+		var moved *movedOnError
+		switch {
+		case err == nil || isServerReply(err):
+			c.nodeUp(n)
+			if to, ok := redirectOf(err, n.addr); ok {
+				if redirects++; redirects > c.maxRedirects {
+					return nil, fmt.Errorf("redisalive: cluster: more than %d redirects for slot %d: %w", c.maxRedirects, s, err)
+				}
+				if n, err = c.node(to.addr); err != nil {
+					return nil, err
+				}
+				asking = to.ask
+				if !asking && to.slot >= 0 && to.slot < slot.Count {
+					if m := c.slots.Load(); m != nil {
+						m.owners[to.slot].Store(n)
+					}
+					c.refreshSoon()
+				}
+				continue
+			}
+			return reply, err
+		case errors.As(err, &moved):
+			// A blocking read goes on where its slot went.
+		case errors.Is(err, ErrPoolClosed) && n.isRetired() && !c.isClosed(),
+			!blocking && notSent(err) && isNodeFailure(ctx, err): // a blocking call's pool has redialled
+			if !n.isRetired() {
+				c.nodeDown(n, err)
+			}
+			if redirects++; redirects > c.maxRedirects {
+				return nil, err
+			}
+		default:
+			if isNodeFailure(ctx, err) {
+				c.nodeDown(n, err)
 				c.refreshSoon() // the map may be stale: a failover, say
+				if n.isRetired() {
+					err = fmt.Errorf("redisalive: cluster: %s left the slot map during the call: %w", n.addr, err)
+				}
 			}
 			return reply, err
 		}
-		if redirects++; redirects > c.maxRedirects {
-			return nil, fmt.Errorf("redisalive: cluster: more than %d redirects for slot %d: %w", c.maxRedirects, s, err)
-		}
-		if p, err = c.pool(to.addr); err != nil {
+		if n, err = c.nodeFor(ctx, s); err != nil {
 			return nil, err
 		}
-		asking = to.ask
-		if !asking && to.slot >= 0 && to.slot < slot.Count {
-			if m := c.slots.Load(); m != nil {
-				m.owners[to.slot].Store(p)
-			}
-			c.refreshSoon()
-		}
+		asking = false
 	}
+}
+
+// isServerReply reports whether err is the server's own answer: the node
+// is up.
+func isServerReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+func (c *Cluster) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // askingDo runs a command after ASKING on one connection of p, as an ASK
@@ -368,21 +458,33 @@ func isNodeFailure(ctx context.Context, err error) bool {
 	return !errors.As(err, &re) && ctxErr(ctx) == nil && !errors.Is(err, ErrPoolTimeout) && !errors.Is(err, ErrPoolClosed)
 }
 
-// nodeFor returns the pool of the master serving slot s, or any master for
-// -1, waiting for the first slot map if need be.
-func (c *Cluster) nodeFor(ctx context.Context, s int) (*Pool, error) {
-	m, err := c.slotMap(ctx)
-	if err != nil {
+// nodeFor returns the master serving slot s, or any master for -1,
+// waiting for the first slot map if need be.
+func (c *Cluster) nodeFor(ctx context.Context, s int) (*node, error) {
+	if _, err := c.slotMap(ctx); err != nil {
 		return nil, err
 	}
+	return c.current(s)
+}
+
+// current returns the master the slot map names for slot s, or for -1 any
+// master, one that is up if there is one, in turn.
+func (c *Cluster) current(s int) (*node, error) {
+	m := c.slots.Load()
 	if s < 0 {
 		if len(m.masters) == 0 {
 			return nil, errors.New("redisalive: cluster: no master serves any slot")
 		}
-		return m.masters[int(m.next.Add(1))%len(m.masters)], nil
+		var n *node
+		for range m.masters {
+			if n = m.masters[int(m.next.Add(1))%len(m.masters)]; !n.isDown() {
+				break
+			}
+		}
+		return n, nil
 	}
-	if p := m.owners[s].Load(); p != nil {
-		return p, nil
+	if n := m.owners[s].Load(); n != nil {
+		return n, nil
 	}
 	c.refreshSoon()
 	return nil, fmt.Errorf("redisalive: cluster: no node serves slot %d", s)
@@ -421,8 +523,8 @@ func (c *Cluster) slotMap(ctx context.Context) (*slotMap, error) {
 }
 
 // refreshSoon starts a refresh of the slot map unless one is running or
-// one ended less than minRefreshGap ago, and returns the run to wait for;
-// nil once the cluster is closed.
+// the last one began less than minRefreshGap ago, and returns the run to
+// wait for; nil once the cluster is closed.
 func (c *Cluster) refreshSoon() *refreshRun {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -436,11 +538,11 @@ func (c *Cluster) refreshSoon() *refreshRun {
 		return &refreshRun{done: closedChan}
 	}
 	r := &refreshRun{done: make(chan struct{})}
-	c.refresh = r
+	c.refresh, c.lastRefresh = r, time.Now()
 	c.wg.Go(func() {
 		r.err = c.loadSlots(c.closing)
 		c.mu.Lock()
-		c.refresh, c.lastRefresh = nil, time.Now()
+		c.refresh = nil
 		c.mu.Unlock()
 		close(r.done)
 	})
@@ -462,24 +564,36 @@ func (c *Cluster) refreshLoop() {
 	}
 }
 
-// loadSlots asks the known masters, then the seeds, for CLUSTER SLOTS
-// until one answers, and installs the map it gives; the first time, it
-// also loads the command table.
+// loadSlots asks the known masters, then their replicas, then the seeds,
+// for CLUSTER SLOTS until one answers, and installs the map it gives; the
+// first time, it also loads the command table. The nodes that are down
+// are asked last: each may cost a DialTimeout.
 func (c *Cluster) loadSlots(ctx context.Context) error {
-	var candidates []string
+	var known []string
 	if m := c.slots.Load(); m != nil {
-		for _, p := range m.masters {
-			candidates = append(candidates, p.cfg.addr)
+		for _, n := range m.masters {
+			known = append(known, n.addr)
 		}
+		known = append(known, m.replicas...)
 	}
-	candidates = append(candidates, c.seeds...)
-	var errs []error
+	known = append(known, c.seeds...)
+	var candidates, down []string
 	tried := make(map[string]bool)
-	for _, addr := range candidates {
+	c.mu.Lock()
+	for _, addr := range known {
 		if tried[addr] {
 			continue
 		}
 		tried[addr] = true
+		if n := c.nodes[addr]; n != nil && n.isDown() {
+			down = append(down, addr)
+		} else {
+			candidates = append(candidates, addr)
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, addr := range append(candidates, down...) {
 		err := c.loadSlotsFrom(ctx, addr)
 		if err == nil {
 			return nil
@@ -494,15 +608,25 @@ func (c *Cluster) loadSlots(ctx context.Context) error {
 	return err
 }
 
+// loadSlotsFrom asks addr for the slot map, bounded by DialTimeout plus
+// ReadTimeout, and installs it. A node that fails on the network is
+// recorded down.
 func (c *Cluster) loadSlotsFrom(ctx context.Context, addr string) error {
-	p, err := c.pool(addr)
+	n, err := c.node(addr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.dialTimeout+p.cfg.readTimeout)
+	askCtx, cancel := context.WithTimeout(ctx, c.dialTimeout+c.readTimeout)
 	defer cancel()
+	do := func(cmd string, args ...any) (any, error) {
+		reply, err := n.pool.Do(askCtx, cmd, args...)
+		if err != nil && isNodeFailure(ctx, err) {
+			c.nodeDown(n, err)
+		}
+		return reply, err
+	}
 	if c.cmds.Load() == nil {
-		reply, err := p.Do(ctx, "COMMAND")
+		reply, err := do("COMMAND")
 		if err != nil {
 			return fmt.Errorf("%s: COMMAND: %w", addr, err)
 		}
@@ -512,15 +636,17 @@ func (c *Cluster) loadSlotsFrom(ctx context.Context, addr string) error {
 		}
 		c.cmds.Store(&t)
 	}
-	reply, err := p.Do(ctx, "CLUSTER", "SLOTS")
+	reply, err := do("CLUSTER", "SLOTS")
 	if err != nil {
 		return fmt.Errorf("%s: CLUSTER SLOTS: %w", addr, err)
 	}
+	c.nodeUp(n)
 	m, err := c.parseSlots(reply, addr)
 	if err != nil {
 		return fmt.Errorf("%s: CLUSTER SLOTS: %w", addr, err)
 	}
 	c.slots.Store(m)
+	c.installed(m)
 	return nil
 }
 
@@ -533,8 +659,21 @@ func (c *Cluster) parseSlots(reply any, from string) (*slotMap, error) {
 		return nil, err
 	}
 	m := &slotMap{}
-	seen := make(map[*Pool]bool)
+	seen := make(map[*node]bool)
+	seenReplica := make(map[string]bool)
 	fromHost, _, _ := net.SplitHostPort(from)
+	addrOf := func(entry any) (string, error) {
+		fields, err := redis.Values(entry, nil)
+		if err != nil || len(fields) < 2 {
+			return "", fmt.Errorf("node %v: want host and port", entry)
+		}
+		host, _ := redis.String(fields[0], nil)
+		port, err := redis.Int(fields[1], nil)
+		if err != nil {
+			return "", fmt.Errorf("node %v: port: %w", entry, err)
+		}
+		return net.JoinHostPort(cmp.Or(host, fromHost), strconv.Itoa(port)), nil
+	}
 	for _, r := range ranges {
 		fields, err := redis.Values(r, nil)
 		if err != nil || len(fields) < 3 {
@@ -542,56 +681,63 @@ func (c *Cluster) parseSlots(reply any, from string) (*slotMap, error) {
 		}
 		start, err1 := redis.Int(fields[0], nil)
 		end, err2 := redis.Int(fields[1], nil)
-		master, err3 := redis.Values(fields[2], nil)
-		if err := cmpErr(err1, err2, err3); err != nil || len(master) < 2 || start < 0 || end >= slot.Count || start > end {
+		if err := cmpErr(err1, err2); err != nil || start < 0 || end >= slot.Count || start > end {
 			return nil, fmt.Errorf("slot range %v: malformed", r)
 		}
-		host, _ := redis.String(master[0], nil)
-		port, err := redis.Int(master[1], nil)
+		addr, err := addrOf(fields[2])
 		if err != nil {
-			return nil, fmt.Errorf("slot range %v: port: %w", r, err)
+			return nil, fmt.Errorf("slot range %v: master: %w", r, err)
 		}
-		p, err := c.pool(net.JoinHostPort(cmp.Or(host, fromHost), strconv.Itoa(port)))
+		n, err := c.node(addr)
 		if err != nil {
 			return nil, err
 		}
-		if !seen[p] {
-			seen[p] = true
-			m.masters = append(m.masters, p)
+		if !seen[n] {
+			seen[n] = true
+			m.masters = append(m.masters, n)
 		}
 		for s := start; s <= end; s++ {
-			m.owners[s].Store(p)
+			m.owners[s].Store(n)
+		}
+		for _, replica := range fields[3:] {
+			if addr, err := addrOf(replica); err == nil && !seenReplica[addr] {
+				seenReplica[addr] = true
+				m.replicas = append(m.replicas, addr)
+			}
 		}
 	}
 	return m, nil
 }
 
-// pool returns the node pool for addr, making it on first use.
-func (c *Cluster) pool(addr string) (*Pool, error) {
+// node returns the node at addr, making it and its pool on first use.
+func (c *Cluster) node(addr string) (*node, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, ErrPoolClosed
 	}
-	if p, ok := c.pools[addr]; ok {
-		return p, nil
+	if n, ok := c.nodes[addr]; ok {
+		return n, nil
 	}
-	opts := c.node
+	opts := c.nodeOpts
 	opts.Addr = addr
 	p, err := NewPool(opts)
 	if err != nil {
 		return nil, err
 	}
-	c.pools[addr] = p
-	return p, nil
+	n := &node{addr: addr, pool: p, retired: make(chan struct{})}
+	c.nodes[addr] = n
+	return n, nil
 }
 
-// Stats returns each node pool's Stats, by address.
+// Stats returns the Stats of each node's pool, by address: the masters of
+// the slot map. A node's pool closes, and its Stats go, when the map no
+// longer names it.
 func (c *Cluster) Stats() map[string]Stats {
 	c.mu.Lock()
-	pools := make(map[string]*Pool, len(c.pools))
-	for addr, p := range c.pools {
-		pools[addr] = p
+	pools := make(map[string]*Pool, len(c.nodes))
+	for addr, n := range c.nodes {
+		pools[addr] = n.pool
 	}
 	c.mu.Unlock()
 	stats := make(map[string]Stats, len(pools))
@@ -614,27 +760,20 @@ func (c *Cluster) Close() error {
 // letting calls in flight finish until ctx is done.
 func (c *Cluster) Shutdown(ctx context.Context) error {
 	if ctx == nil {
-		return errNilContext
+		return ErrNilContext
 	}
 	if c.closing == nil {
 		return nil // a zero Cluster has nothing to close
 	}
-	first := false
-	c.closeOnce.Do(func() { first = true })
-	if !first {
-		select {
-		case <-c.closeDone:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if first, err := c.closeGate.enter(ctx); !first {
+		return err
 	}
-	defer close(c.closeDone)
+	defer c.closeGate.leave()
 	c.mu.Lock()
 	c.closed = true
-	pools := make([]*Pool, 0, len(c.pools))
-	for _, p := range c.pools {
-		pools = append(pools, p)
+	pools := make([]*Pool, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		pools = append(pools, n.pool)
 	}
 	c.mu.Unlock()
 	c.cancel()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 // newCluster returns a cluster client on rc, closed when the test ends.
@@ -192,6 +194,56 @@ func TestClusterCloseLeavesNoConnectionOnAnyNode(t *testing.T) {
 	}
 	_, err = c.Do(ctx, "PING")
 	assert.ErrorIs(t, err, redisalive.ErrPoolClosed)
+}
+
+// TestClusterCallsForADeadMasterWaitForItRatherThanDialIt: a master dies
+// and nothing replaces it. The first call fails at once (refused); the
+// next ones wait up to DialTimeout for the slot map to name another master
+// or for the node to answer, without dialling it: one probe a tenth of a
+// second does. Once the node is back, calls succeed again.
+func TestClusterCallsForADeadMasterWaitForItRatherThanDialIt(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	const dialTimeout = 300 * time.Millisecond
+	c := newCluster(t, rc, redisalive.ClusterOptions{Node: redisalive.Options{DialTimeout: dialTimeout}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dead := otherNode(t, rc, redistest.KeySlot("survivor"))
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("dead:", i); rc.NodeForSlot(t, redistest.KeySlot(k)) == dead {
+			key = k
+		}
+	}
+	_, err := c.Do(ctx, "SET", key, "v")
+	require.NoError(t, err)
+
+	dead.Stop(t)
+	stopped := time.Now()
+	_, err = c.Do(ctx, "GET", key)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED, "the first call, on a connection the server closed, then a dial")
+	dials := c.Stats()[dead.Addr()].DialErrors
+	const calls = 5
+	for range calls {
+		start := time.Now()
+		_, err := c.Do(ctx, "GET", key)
+		took := time.Since(start)
+		require.ErrorIs(t, err, syscall.ECONNREFUSED, "a call for the dead master's slots: its last failure")
+		assert.ErrorContains(t, err, "unreachable")
+		assert.InDelta(t, dialTimeout, took, float64(200*time.Millisecond), "got %v, want the %v a dial would have cost", took, dialTimeout)
+	}
+	_, err = c.Do(ctx, "GET", "survivor")
+	require.NoError(t, err, "another master's slots")
+	probes := int64(time.Since(stopped)/(100*time.Millisecond)) + 2
+	assert.LessOrEqual(t, c.Stats()[dead.Addr()].DialErrors-dials, probes,
+		"dials to the dead master during %d calls: one probe per 100ms, not one per call", calls)
+
+	dead.Restart(t)
+	restarted := time.Now()
+	testkit.WaitFor(t, 10*time.Second, "calls for the restarted master's slots to succeed", func() bool {
+		_, err := c.Do(ctx, "GET", key)
+		return err == nil
+	})
+	t.Logf("calls succeed again %v after the restart", time.Since(restarted).Round(time.Millisecond))
 }
 
 func TestZeroClusterFailsEveryCallAsClosed(t *testing.T) {

@@ -3,11 +3,11 @@ package redisalive
 import (
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 
 	"github.com/gomodule/redigo/redis"
 
+	"github.com/redisalive/redisalive/internal/resp"
 	"github.com/redisalive/redisalive/internal/slot"
 )
 
@@ -209,26 +209,15 @@ func sameSlot(cmd string, keys []any) (int, error) {
 	return s, nil
 }
 
-// keySlot is the slot of a key argument, written as redigo would send it.
+// keySlot is the slot of a key argument, written as redigo would send it:
+// a string or []byte as it is, any other as resp.AppendArg writes it.
 func keySlot(k any) int {
 	switch k := k.(type) {
 	case string:
 		return slot.Of(k)
 	case []byte:
 		return slot.Of(k)
-	case int:
-		return slot.Of(strconv.Itoa(k))
-	case int64:
-		return slot.Of(strconv.FormatInt(k, 10))
-	case bool: // as redigo writes them
-		if k {
-			return slot.Of("1")
-		}
-		return slot.Of("0")
-	case nil:
-		return slot.Of("")
-	case redis.Argument:
-		return keySlot(k.RedisArg())
 	}
-	return slot.Of(fmt.Sprint(k))
+	var buf [64]byte
+	return slot.Of(resp.AppendArg(buf[:0], k))
 }

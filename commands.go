@@ -2,13 +2,12 @@ package redisalive
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
+	"github.com/redisalive/redisalive/internal/resp"
 )
 
 // cmdInfo is what the pool must know about a command before sending it:
@@ -30,7 +29,21 @@ const (
 	effUnwatch          // UNWATCH: ends WATCH, but is only queued inside MULTI
 	effTaint            // state that cannot be safely undone (SELECT, HELLO, CLIENT REPLY, ...)
 	effSubscribe        // SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: replies arrive unasked from now on
+	effMonitor          // MONITOR: every command the server runs arrives unasked from now on
 )
+
+// notThroughDo says why a command with this effect cannot go through
+// Pool.Do, which returns its connection to the pool after one reply: what
+// arrives later would be lost with the connection. "" for any other.
+func (e effect) notThroughDo() string {
+	switch e {
+	case effSubscribe:
+		return "it leaves the connection subscribed, and Do gives it up after one reply, so every message would be lost: use Pool.Subscribe, PSubscribe or SSubscribe, which also reconnect"
+	case effMonitor:
+		return "the server streams every command to the connection from then on, and Do gives it up after one reply: run it on a connection from Pool.Get and read with Receive"
+	}
+	return ""
+}
 
 // reusable reports whether a connection may go back to the pool after a
 // lone command with this effect.
@@ -121,7 +134,7 @@ func lookupCommand(cmd string, args []any) cmdInfo {
 		case eq(cmd, "UNWATCH"):
 			return cmdInfo{effect: effUnwatch}
 		case eq(cmd, "MONITOR"):
-			return cmdInfo{effect: effTaint}
+			return cmdInfo{effect: effMonitor}
 		case eq(cmd, "WAITAOF") && len(args) == 3:
 			return cmdInfo{block: blockSpec{kind: blockWaitAOF, arg: 2, unit: time.Millisecond}}
 		}
@@ -241,7 +254,8 @@ func (s blockSpec) blockTime(args []any) (d time.Duration, ok bool) {
 	return ceilMillis(time.Duration(math.Ceil(ns))), true
 }
 
-// argFloat reads a numeric command argument as redigo would send it.
+// argFloat reads a numeric command argument as redigo would send it: the
+// common types directly, any other as resp.AppendArg writes it.
 func argFloat(arg any) (float64, bool) {
 	switch a := arg.(type) {
 	case string:
@@ -252,29 +266,11 @@ func argFloat(arg any) (float64, bool) {
 		return float64(a), true
 	case int64:
 		return float64(a), true
-	case int32:
-		return float64(a), true
-	case uint:
-		return float64(a), true
-	case uint64:
-		return float64(a), true
-	case uint32:
-		return float64(a), true
 	case float64:
 		return a, true
-	case float32:
-		return float64(a), true
-	case bool: // redigo writes "1" or "0"
-		if a {
-			return 1, true
-		}
-		return 0, true
-	case redis.Argument:
-		return argFloat(a.RedisArg())
-	case nil:
-		return 0, false // redigo writes ""
 	}
-	return parseFloat(fmt.Sprint(arg)) // as redigo formats other types
+	var buf [64]byte
+	return parseFloat(string(resp.AppendArg(buf[:0], arg)))
 }
 
 func parseFloat(s string) (float64, bool) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+	"github.com/redisalive/redisalive/internal/resp"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -81,7 +82,7 @@ func TestLookupCommandLeavesOrdinaryAndMalformedCommandsAlone(t *testing.T) {
 func TestLookupCommandTellsWhatACommandLeavesOnTheConnection(t *testing.T) {
 	for cmd, want := range map[string]effect{
 		"multi": effMulti, "WATCH": effOpenTx, "EXEC": effCloseTx, "DISCARD": effCloseTx,
-		"UNWATCH": effUnwatch, "SELECT": effTaint, "HELLO": effTaint, "MONITOR": effTaint,
+		"UNWATCH": effUnwatch, "SELECT": effTaint, "HELLO": effTaint, "MONITOR": effMonitor,
 		"SUBSCRIBE": effSubscribe, "psubscribe": effSubscribe, "SSUBSCRIBE": effSubscribe, "SET": effNone,
 	} {
 		assert.Equal(t, want, lookupCommand(cmd, nil).effect, cmd)
@@ -188,4 +189,13 @@ func FuzzCommandArguments(f *testing.F) {
 			t.Fatalf("%+v of %q: %d keys of %d arguments", spec, joined, len(keys), len(args))
 		}
 	})
+}
+
+func TestArgFloatReadsAnArgumentAsRedigoWritesIt(t *testing.T) {
+	for _, arg := range []any{"1.5", []byte("2"), 3, int64(-4), 0.25, math.Inf(1), float32(0.1), uint8(7), int32(-2), uint64(math.MaxUint64), true, false, nil, "x"} {
+		got, gotOK := argFloat(arg)
+		want, wantOK := parseFloat(string(resp.AppendArg(nil, arg)))
+		assert.Equal(t, wantOK, gotOK, "argFloat(%#v) ok", arg)
+		assert.Equal(t, want, got, "argFloat(%#v)", arg)
+	}
 }

@@ -2,17 +2,14 @@ package redisalive
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
+	"github.com/redisalive/redisalive/internal/resp"
 )
 
 // aLongTimeAgo is a deadline in the past: setting it makes a blocked read or
@@ -41,6 +38,7 @@ type limitConn struct {
 	// Owned by the goroutine that reads.
 	readDeadline time.Time // as last set, after the cap
 	quiet        *quietRead
+	quietOK      bool // the deadline last asked for was none: a quiet read may ping
 	// replyWithin, on a shared connection, is how long a read may wait
 	// while replies are due (repliesDue > 0): each read syscall then gets
 	// this deadline, and redigo's per-reply deadlines are ignored. With none
@@ -48,6 +46,7 @@ type limitConn struct {
 	// socket alone; see armReply for how a write wakes the deadline.
 	replyWithin time.Duration
 	repliesDue  *atomic.Int64
+	stream      *replyStream // told of every read that returns data, with replyWithin
 }
 
 // quietRead lets a read wait as long as the link is healthy. It suits a
@@ -85,6 +84,7 @@ func (c *limitConn) SetReadDeadline(t time.Time) error {
 	if c.replyWithin > 0 {
 		return nil
 	}
+	c.quietOK = t.IsZero()
 	t = c.clamp(t)
 	c.readDeadline = t
 	err := c.Conn.SetReadDeadline(t)
@@ -133,7 +133,9 @@ func (c *limitConn) read(b []byte) (int, error) {
 	switch {
 	case c.replyWithin > 0:
 		return c.readReply(b)
-	case c.quiet != nil:
+	case c.quiet != nil && c.quietOK:
+		// Waiting for a message; within one, the reader asks for a
+		// deadline and gets a plain read.
 		return c.readQuietly(b)
 	}
 	return c.Conn.Read(b)
@@ -183,6 +185,9 @@ func (c *limitConn) readReply(b []byte) (int, error) {
 		}
 		c.reabort()
 		n, err := c.Conn.Read(b)
+		if n > 0 && c.stream != nil {
+			c.stream.read()
+		}
 		if n > 0 || !isTimeout(err) || c.dead.Load() || c.repliesDue.Load() > 0 {
 			return n, err
 		}
@@ -221,7 +226,7 @@ func (c *limitConn) abort() {
 // whoever holds the connection: the caller that checked it out, or the pool
 // while it is idle or being checked.
 type conn struct {
-	rc    redis.Conn // redigo's protocol state over nc
+	rc    *resp.Conn // the protocol over nc
 	nc    *limitConn
 	check peeker
 
@@ -237,10 +242,31 @@ type conn struct {
 	pingedAt   time.Time // last health-check PING
 	peekedAt   time.Time // last peek while idle
 	lentAt     time.Time // last checkout
-	clientID   int64     // the server's CLIENT ID, fetched on first blocking use; -1 if unsupported
 
-	aborted  atomic.Bool // a command was interrupted: the socket is unusable
-	canceled atomic.Bool // what broke it was the caller's context, not the network
+	// replied is set by Do as it returns the connection straight after
+	// reading a reply on it, and cleared by the next checkout: such a
+	// connection checked out again within freshReply skips the peek.
+	replied bool
+
+	// The connection as its server knows it, learned in the handshake: its
+	// CLIENT ID (-1 if the server has none) and the server's run_id. A
+	// zombie is named by both (fence.go).
+	clientID int64
+	runID    string
+	role     string // the server's ROLE at the handshake; "" if unknown
+	addr     string // where it was dialled
+	gen      uint64 // the pool's target generation it was dialled under (failover.go)
+
+	// waiting is set while the connection waits on the server for a long
+	// time (a blocking round, a subscription): a failover cuts such waits
+	// so that they go on at the new master.
+	waiting   atomic.Bool
+	zombies   *zombies    // the owner's, where the connection is recorded if abandoned; nil: none
+	abandoned atomic.Bool // recorded as a zombie
+
+	aborted      atomic.Bool // a command was interrupted: the socket is unusable
+	canceled     atomic.Bool // what broke it was the caller's context, not the network
+	closedByPool atomic.Bool // Close or Shutdown closed it while it was checked out
 
 	// Leak detection; guarded by Pool.mu.
 	checkedOutAt time.Time
@@ -256,7 +282,7 @@ func newConn(nc net.Conn, cfg *config, now time.Time) *conn {
 	}
 	c.nc.tcp, _ = raw.(*net.TCPConn)
 	c.check.init(raw)
-	c.rc = redis.NewConn(c.nc, cfg.readTimeout, cfg.writeTimeout)
+	c.rc = resp.NewConn(c.nc, cfg.readTimeout, cfg.writeTimeout, resp.MaxBulkLen(cfg.maxBulkLen))
 	return c
 }
 
@@ -344,10 +370,15 @@ func (c *conn) run(ctx context.Context, deadline time.Time, op func() (any, erro
 		// abort ran or is running: the socket's deadline is gone for good.
 		c.aborted.Store(true)
 	}
-	if ctxErr(ctx) != nil && c.broken() {
-		// Also when op succeeded just before abort ran: the socket is
-		// poisoned all the same, and the cause is still the caller's.
-		c.canceled.Store(true)
+	if c.broken() {
+		if ctxErr(ctx) != nil {
+			// Also when op succeeded just before abort ran: the socket is
+			// poisoned all the same, and the cause is still the caller's.
+			c.canceled.Store(true)
+		}
+		// Recorded before the caller hears of the failure, so that what it
+		// sends next is fenced.
+		c.zombies.add(c)
 	}
 	if !deadline.IsZero() {
 		c.nc.setLimit(time.Time{})
@@ -358,16 +389,14 @@ func (c *conn) run(ctx context.Context, deadline time.Time, op func() (any, erro
 // broken reports whether the connection must not be reused.
 func (c *conn) broken() bool { return c.aborted.Load() || c.rc.Err() != nil }
 
-func (c *conn) close() error { return c.rc.Close() }
-
-// keepalivePing is the argument of the PINGs a quiet read sends; replies
-// carrying it are the pool's own and never reach a caller. The random part
-// keeps an application's PING from being taken for one.
-var keepalivePing = func() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return "redisalive-keepalive-" + hex.EncodeToString(b)
-}()
+// close closes the connection, recording it as a zombie if its socket
+// failed: the server may not have heard of the close.
+func (c *conn) close() error {
+	if c.nc.failed.Load() || c.nc.dead.Load() {
+		c.zombies.add(c)
+	}
+	return c.rc.Close()
+}
 
 // sendKeepalivePing sends a PING for a quiet read, unless a writer is busy:
 // the command it sends will bring a reply, which proves the link as well.
@@ -382,37 +411,4 @@ func (c *conn) sendKeepalivePing() bool {
 		c.rc.Flush()
 	}
 	return true
-}
-
-// isKeepalivePong reports whether reply answers sendKeepalivePing: a bulk
-// string outside subscribed mode, ["pong", arg] inside it.
-func isKeepalivePong(reply any) bool {
-	if r, ok := reply.([]any); ok && len(r) == 2 {
-		if kind, ok := r[0].([]byte); ok && string(kind) == "pong" {
-			reply = r[1]
-		}
-	}
-	b, ok := reply.([]byte)
-	return ok && string(b) == keepalivePing
-}
-
-// subscriptionCount reads a (un)subscribe confirmation: the count of the
-// subscriptions left, which Redis keeps apart for shard channels and for
-// channels and patterns together; ok is false for any other reply.
-func subscriptionCount(reply any) (n int64, shard, ok bool) {
-	r, isArray := reply.([]any)
-	if !isArray || len(r) != 3 {
-		return 0, false, false
-	}
-	kind, _ := r[0].([]byte)
-	n, isCount := r[2].(int64)
-	if !isCount {
-		return 0, false, false
-	}
-	for k, v := range subVerbs {
-		if strings.EqualFold(string(kind), v.sub) || strings.EqualFold(string(kind), v.unsub) {
-			return n, subKind(k) == kindShard, true
-		}
-	}
-	return 0, false, false
 }

@@ -44,6 +44,10 @@ type consumer struct {
 	mu   sync.Mutex     // guards held
 	held map[string]int // items taken by handlers and not yet out of the processing list, counted
 
+	// last is the last connection error of any of its loops, for the
+	// error that ends Consume.
+	last lastFailure
+
 	// Owned by the heartbeat: suspects maps each item seen unheld in the
 	// processing list to when it was first seen so; lastBeat is the server
 	// time of our last beat, and blind the spans of server time in which
@@ -66,13 +70,15 @@ func (c *consumer) work(ctx context.Context) error {
 		raw, err := q.pool.blMove(ctx, q.pendingKey, q.processingKey, "RIGHT", "LEFT")
 		if err == nil {
 			failures = 0
+			c.last.clear()
 			c.process(ctx, raw)
 			continue
 		}
+		c.last.note(ctx, err)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrPoolClosed) {
+		if errors.Is(err, ErrPoolClosed) || errors.Is(err, ErrMisconfigured) {
 			return err
 		}
 		// BLMove retries network failures itself; this is a server error
@@ -175,16 +181,21 @@ func (q *Queue) move(ctx context.Context, raw, repl, dst, push string, n int) in
 }
 
 // register beats until the server has our entry, so that nothing enters
-// our processing list while no one could recover it.
+// our processing list while no one could recover it. A configuration
+// error ends it at once.
 func (c *consumer) register(ctx context.Context) error {
 	for failures := 1; ; failures++ {
 		err := c.tick(ctx)
-		if err == nil || errors.Is(err, ErrPoolClosed) {
+		if err == nil || errors.Is(err, ErrPoolClosed) || errors.Is(err, ErrMisconfigured) {
+			if err != nil {
+				err = fmt.Errorf("redisalive: queue %s: registering consumer %s: %w", c.q.name, c.q.id, c.last.wrap(err))
+			}
 			return err
 		}
+		c.last.note(ctx, err)
 		c.q.warnOp(ctx, "registering the consumer failed; retrying", "err", err)
 		if err := c.q.pool.backoff(ctx, failures+1); err != nil {
-			return fmt.Errorf("redisalive: queue %s: registering consumer %s: %w", c.q.name, c.q.id, err)
+			return fmt.Errorf("redisalive: queue %s: registering consumer %s: %w", c.q.name, c.q.id, c.last.wrap(err))
 		}
 	}
 }
@@ -201,7 +212,10 @@ func (c *consumer) beatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if err := c.tick(ctx); err != nil {
+			c.last.note(ctx, err)
 			c.q.warnOp(ctx, "heartbeat failed", "err", err)
+		} else {
+			c.last.clear()
 		}
 	}
 }
@@ -354,7 +368,7 @@ func (q *Queue) retry(ctx context.Context, op func() error, persist func() bool)
 	for try := 1; ; try++ {
 		err := op()
 		var serverErr redis.Error
-		if err == nil || errors.As(err, &serverErr) || errors.Is(err, ErrPoolClosed) ||
+		if err == nil || errors.As(err, &serverErr) || errors.Is(err, ErrPoolClosed) || errors.Is(err, ErrMisconfigured) ||
 			try >= opAttempts && (persist == nil || !persist()) {
 			return err
 		}

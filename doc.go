@@ -27,18 +27,38 @@
 //
 // A connection that saw a network error, or whose command was cancelled
 // mid-flight, is closed rather than reused: its reply may still arrive.
+// Its command may still arrive too: a middlebox, or a server too busy to
+// read it yet, can hold it and run it after a later one. So before sending
+// anything more, the pool kills such a connection on the server (CLIENT
+// KILL ID, learned with the server's run_id in the connection's handshake):
+// a write that failed can never overwrite a later one that succeeded, and
+// the server does not keep the abandoned connection open.
+//
+// # Errors and logging
+//
+// Every failed dial returns a *DialError naming the address and the step
+// that failed (connect, TLS handshake, AUTH, SELECT, handshake). One the
+// server refused for the pool's configuration (a wrong or missing
+// password, a database it lacks, a port that does not speak RESP, a TLS
+// handshake that cannot succeed) matches ErrMisconfigured and reaches
+// every caller at once, blocking reads, Subscribe and Queue.Consume
+// included; nothing is remembered, so the next call dials again. Any
+// other failure a blocking read, a subscription or a consumer retries, and
+// the error that ends it at its context or Close carries the last
+// connection error. While they retry they warn, at most once a kind per
+// 10 s, through Options.Logger: slog.Default() unless set.
 //
 // # Health checks
 //
 // Before handing out an idle connection the pool checks it cheaply: its age,
 // then a non-blocking MSG_PEEK read that sees a server's close without a
-// round trip (Unix only), then a PING if the connection has been idle
-// longer than HealthCheckInterval. A dead connection is replaced with a new
-// one invisibly, because the failure is certain to have happened before the
-// caller's command was sent. In the background a checker PINGs every
-// connection idle for a full HealthCheckInterval, all in one pipelined
-// pass, and closes the dead and expired ones; connections in regular use
-// are never pinged.
+// round trip (on Linux, macOS, FreeBSD, NetBSD and DragonFly), then a PING
+// if the connection has been idle longer than HealthCheckInterval. A dead
+// connection is replaced with a new one invisibly, because the failure is
+// certain to have happened before the caller's command was sent. In the
+// background a checker PINGs every connection idle for a full
+// HealthCheckInterval, all in one pipelined pass, and closes the dead and
+// expired ones; connections in regular use are never pinged.
 //
 // # Keepalive
 //
@@ -82,27 +102,54 @@
 // connections shared by all callers, many in one write and their replies
 // in one read, keeping every bound: a cancelled caller returns at once
 // and costs no connection, and a shared connection whose replies stop
-// coming for ReadTimeout fails its callers at once.
+// coming for ReadTimeout fails its callers at once. Replies on a shared
+// connection wait for the bytes of those before them, so a caller that
+// would queue behind a slow or large reply takes a connection of its own
+// when one is free; Options.AutoPipeline says when to leave it off.
 //
 // # Existing redigo code
 //
-// NewRedigoPool returns a plain redigo *redis.Pool from the same Options,
-// for code and libraries that take one: its sockets, borrow checks and
-// command deadlines are a Pool's, but it has no background checker and no
-// bounded wait for a free connection (see its doc).
+// Pool.RedigoPool returns a redigo *redis.Pool over the Pool, for code and
+// libraries that take one. It keeps no connection of its own: its Get
+// checks one out of the Pool, waiting at most PoolTimeout, and closing it
+// returns it, so its connections are checked, counted and closed as the
+// Pool's own.
+//
+// # Failover
+//
+// With Options.Sentinel the pool finds its master through Redis Sentinel
+// and follows it: it listens on every sentinel and moves at the leader's
+// first announcement of the replica it promotes (+selected-slave), a
+// second before the switch, while the old master still accepts writes it
+// will throw away. Where new connections go is a target with a generation;
+// a move closes the idle connections of older ones at once and those in
+// use when returned, cuts blocking rounds and subscriptions on them so
+// that they go on at the new master, and holds new connections, bounded by
+// PoolTimeout and the context, until the promoted replica reports ROLE
+// master. Without Sentinel, a READONLY reply (or a blocked read ended as
+// the instance changed state) from a server dialled as a master means it
+// was demoted under its address: the pool reconnects and sends the
+// command once more, since the server did not run it.
 //
 // # Redis Cluster
 //
 // NewCluster returns a Cluster: one Pool per node and a slot map that
 // routes each command to the node of its keys, following MOVED and ASK.
-// A dead node costs only the calls for its slots.
+// A dead node costs only the calls for its slots; when the cluster
+// promotes a replica in its place, they go there within about 100 ms.
 //
 // # Metrics and shutdown
 //
 // Pool.Stats returns gauges (Active, Idle, InUse, Waiting) and counters,
 // with one counter per reason a connection was closed. Pool.Close closes
 // idle connections at once and in-use ones as they return, within a bound;
-// Pool.Shutdown drains gracefully until its context ends. After either
-// returns, none of the pool's goroutines runs and none of its sockets is
-// open.
+// Pool.Shutdown drains gracefully until its context ends. Connections
+// still checked out then are closed under their holders (the error says
+// how many and matches ErrInUseAtClose; the holders' next use fails with
+// ErrPoolClosed). After either returns, none of the pool's goroutines runs
+// and none of its sockets is open.
+//
+// The README and docs/ hold the reference: every option with its default
+// (docs/options.md, checked against the code by a test), the fault model
+// with its bounds, Cluster, auto-pipelining, metrics and the doctor.
 package redisalive

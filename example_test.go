@@ -75,6 +75,24 @@ func ExamplePool_Get() {
 	// Output: 1 2
 }
 
+func ExamplePool_RedigoPool() {
+	p, stop := examplePool(redisalive.Options{MaxActive: 1, PoolTimeout: time.Second})
+	defer stop()
+
+	// For code that takes a *redis.Pool. Its connections are p's.
+	rp := p.RedigoPool()
+	held := rp.Get()
+	held.Do("SET", "greeting", "hello")
+
+	// At MaxActive, Get waits for a connection, at most PoolTimeout.
+	time.AfterFunc(50*time.Millisecond, func() { held.Close() })
+	c := rp.Get()
+	defer c.Close()
+	v, err := redis.String(c.Do("GET", "greeting"))
+	fmt.Println(v, err, p.Stats().WaitCount)
+	// Output: hello <nil> 1
+}
+
 func ExamplePool_BRPop() {
 	p, stop := examplePool(redisalive.Options{})
 	defer stop()
@@ -164,4 +182,25 @@ func ExamplePool_Subscribe() {
 		fmt.Println(msg.Channel, string(msg.Data))
 	}
 	// Output: invalidations user:42
+}
+
+func ExampleDialError() {
+	mr := startExampleServer()
+	defer mr.Close()
+	mr.RequireAuth("secret")
+	p, err := redisalive.NewPool(redisalive.Options{Addr: mr.Addr(), Password: "wrong"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer p.Close()
+
+	// A server that refuses the pool's configuration fails every call at
+	// once, a blocking read with a context that never ends included.
+	_, _, err = p.BRPop(context.Background(), "jobs")
+	var de *redisalive.DialError
+	var refusal redis.Error
+	if errors.As(err, &de) && errors.As(err, &refusal) {
+		fmt.Printf("step %s, misconfigured=%t: %s\n", de.Step, errors.Is(err, redisalive.ErrMisconfigured), refusal)
+	}
+	// Output: step AUTH, misconfigured=true: WRONGPASS invalid username-password pair
 }

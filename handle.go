@@ -2,6 +2,7 @@ package redisalive
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -16,8 +17,7 @@ import (
 // As with redigo's own connections, one goroutine may receive while
 // another sends: the Pub/Sub pattern of redis.PubSubConn.
 type handle struct {
-	r    *runner
-	pool *Pool // takes the connection back at Close; nil for a redigo pool's, which closes it
+	p *Pool // takes the connection back at Close
 
 	quiet *quietRead // for reads once subscribed; set up by the first
 
@@ -95,14 +95,22 @@ func (h *handle) Close() error {
 		}
 		reuse = err == nil
 	}
-	if h.pool == nil {
-		// redigo calls Close only on connections it discards, after its
-		// own cleanup or when the connection is broken.
-		c.close()
-		return nil
-	}
-	h.pool.put(c, reuse)
+	h.p.put(c, reuse)
 	return nil
+}
+
+// begin starts a call on the connection: it locks h.mu, counts the call
+// in busy and returns the connection with h.mu still held, for the caller
+// to read or record what it must and then unlock; release ends the call.
+// After Close it returns errConnReturned, with h.mu unlocked.
+func (h *handle) begin() (*conn, error) {
+	h.mu.Lock()
+	if h.c == nil {
+		h.mu.Unlock()
+		return nil, errConnReturned
+	}
+	h.busy++
+	return h.c, nil
 }
 
 // release ends a call counted in busy.
@@ -119,6 +127,9 @@ func (h *handle) Err() error {
 	h.mu.Unlock()
 	if c == nil {
 		return errConnReturned
+	}
+	if c.closedByPool.Load() {
+		return h.wrapErr(context.Background(), c, "connection", ErrPoolClosed)
 	}
 	return c.rc.Err()
 }
@@ -142,7 +153,7 @@ func (h *handle) trackLocked(cmd string, args []any) (info cmdInfo, total time.D
 		if !h.inMulti { // inside MULTI it is only queued
 			h.txOpen = false
 		}
-	case effTaint:
+	case effTaint, effMonitor:
 		h.tainted = true
 	case effSubscribe:
 		h.tainted, h.subscribed = true, true
@@ -162,7 +173,7 @@ func (h *handle) Do(cmd string, args ...any) (any, error) {
 // rounds of BlockSlice until it replies or its block time is used up.
 func (h *handle) DoContext(ctx context.Context, cmd string, args ...any) (any, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
 	return h.do(ctx, 0, cmd, args)
 }
@@ -175,19 +186,21 @@ func (h *handle) DoWithTimeout(timeout time.Duration, cmd string, args ...any) (
 	return h.do(context.Background(), timeout, cmd, args)
 }
 
-func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args []any) (reply any, err error) {
-	if cmd != "" && h.r.hooks.Load() != nil {
-		var hooked commandHooks
-		ctx = h.r.beforeCommand(ctx, cmd, &hooked)
-		defer func() { h.r.afterCommand(cmd, &hooked, err) }()
+// do runs a command under the Command hooks; Do(""), which flushes and
+// reads the replies Send asked for, runs without them.
+func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args []any) (any, error) {
+	if cmd == "" {
+		return h.call(ctx, timeout, cmd, args)
 	}
-	h.mu.Lock()
-	c := h.c
-	if c == nil {
-		h.mu.Unlock()
-		return nil, errConnReturned
+	return h.p.underHooks(ctx, cmd, func(ctx context.Context) (any, error) { return h.call(ctx, timeout, cmd, args) })
+}
+
+// call is do inside the hooks.
+func (h *handle) call(ctx context.Context, timeout time.Duration, cmd string, args []any) (reply any, err error) {
+	c, err := h.begin()
+	if err != nil {
+		return nil, err
 	}
-	h.busy++
 	defer h.release()
 	var (
 		info     cmdInfo
@@ -206,12 +219,17 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 	if !blocking {
 		readTimeout := timeout
 		if readTimeout <= 0 {
-			readTimeout = wait.readTimeout(h.r.cfg.readTimeout)
+			readTimeout = wait.readTimeout(h.p.cfg.readTimeout)
 		}
-		reply, err = c.run(ctx, time.Time{}, func() (any, error) {
-			return redis.DoWithTimeout(c.rc, readTimeout, cmd, args...)
+		var deadline time.Time // a trickling reply's cap, for a ctx without deadline
+		if _, ok := ctx.Deadline(); !ok && readTimeout > 0 {
+			deadline = time.Now().Add(replyCap(readTimeout))
+		}
+		reply, err = c.run(ctx, deadline, func() (any, error) {
+			return c.rc.DoWithTimeout(readTimeout, cmd, args...)
 		})
-		return reply, h.wrapErr(ctx, cmd, err)
+		h.noteDemotion(ctx, c, err)
+		return reply, h.wrapErr(ctx, c, cmd, err)
 	}
 
 	// Replies sent before the blocking command come first, as in redigo:
@@ -219,10 +237,10 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 	var firstErr error
 	if pending > 0 {
 		replies, err := redis.Values(c.run(ctx, time.Time{}, func() (any, error) {
-			return redis.DoWithTimeout(c.rc, wait.readTimeout(h.r.cfg.readTimeout), "")
+			return c.rc.DoWithTimeout(wait.readTimeout(h.p.cfg.readTimeout), "")
 		}))
 		if err != nil {
-			return nil, h.wrapErr(ctx, cmd, err)
+			return nil, h.wrapErr(ctx, c, cmd, err)
 		}
 		for _, r := range replies {
 			if e, ok := r.(redis.Error); ok {
@@ -236,57 +254,69 @@ func (h *handle) do(ctx context.Context, timeout time.Duration, cmd string, args
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	reply, err = h.r.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()))
+	reply, err = h.p.rounds(ctx, c, newBlockingCall(cmd, args, info.block, total, time.Now()))
 	if err == nil {
 		err = firstErr
 	}
-	return reply, h.wrapErr(ctx, cmd, err)
+	h.noteDemotion(ctx, c, err)
+	return reply, h.wrapErr(ctx, c, cmd, err)
 }
 
-func (h *handle) wrapErr(ctx context.Context, op string, err error) error {
+// noteDemotion tells the pool when c's server answered that it is no
+// longer the master. The caller gets the answer: its command was not run,
+// but on a connection of its own it decides what to do; the connection,
+// stale now, is closed when returned.
+func (h *handle) noteDemotion(ctx context.Context, c *conn, err error) {
+	if isDemotion(err) {
+		h.p.demote(ctx, c, err.Error())
+	}
+}
+
+// wrapErr wraps an error of c as the pool's wrapErr does. Once the pool's
+// Close has closed c under its holder, any error of it is that.
+func (h *handle) wrapErr(ctx context.Context, c *conn, op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return h.r.wrapErr(ctx, op, err)
+	if op == "" {
+		op = "reading pending replies" // Do(""): flush, then read what Send asked for
+	}
+	if c.closedByPool.Load() {
+		return fmt.Errorf("redisalive: %s on %s: the pool's Close closed this connection, still checked out: %w", op, h.p.cfg.addr, ErrPoolClosed)
+	}
+	return h.p.wrapErr(ctx, op, err)
 }
 
 // Send writes a command to the output buffer without waiting for its reply.
 func (h *handle) Send(cmd string, args ...any) error {
-	h.mu.Lock()
-	c := h.c
-	if c == nil {
-		h.mu.Unlock()
-		return errConnReturned
+	c, err := h.begin()
+	if err != nil {
+		return err
 	}
+	defer h.release()
 	if _, total, blocking := h.trackLocked(cmd, args); blocking {
 		h.pendingWait.add(total)
 	}
 	h.pending++
-	h.busy++
 	h.mu.Unlock()
-	defer h.release()
 	c.wmu.Lock()
-	err := c.rc.Send(cmd, args...)
+	err = c.rc.Send(cmd, args...)
 	c.wmu.Unlock()
-	return h.wrapErr(context.Background(), cmd, err)
+	return h.wrapErr(context.Background(), c, cmd, err)
 }
 
 // Flush writes the output buffer to the server.
 func (h *handle) Flush() error {
-	h.mu.Lock()
-	c := h.c
-	if c != nil {
-		h.busy++
-		defer h.release()
+	c, err := h.begin()
+	if err != nil {
+		return err
 	}
+	defer h.release()
 	h.mu.Unlock()
-	if c == nil {
-		return errConnReturned
-	}
 	c.wmu.Lock()
-	err := c.rc.Flush()
+	err = c.rc.Flush()
 	c.wmu.Unlock()
-	return h.wrapErr(context.Background(), "flush", err)
+	return h.wrapErr(context.Background(), c, "flush", err)
 }
 
 // Receive reads one reply as ReceiveContext does, with a context that
@@ -305,7 +335,7 @@ func (h *handle) Receive() (any, error) {
 // returned.
 func (h *handle) ReceiveContext(ctx context.Context) (any, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
 	return h.receive(ctx, 0)
 }
@@ -317,42 +347,45 @@ func (h *handle) ReceiveWithTimeout(timeout time.Duration) (any, error) {
 }
 
 func (h *handle) receive(ctx context.Context, timeout time.Duration) (any, error) {
-	h.mu.Lock()
-	c, subscribed, wait := h.c, h.subscribed, h.pendingWait
-	if c != nil {
-		h.busy++
-		defer h.release()
+	c, err := h.begin()
+	if err != nil {
+		return nil, err
 	}
+	defer h.release()
+	subscribed, wait := h.subscribed, h.pendingWait
 	h.mu.Unlock()
-	if c == nil {
-		return nil, errConnReturned
-	}
 	readTimeout := timeout
 	if readTimeout <= 0 {
-		readTimeout = wait.readTimeout(h.r.cfg.readTimeout)
+		readTimeout = wait.readTimeout(h.p.cfg.readTimeout)
+	}
+	// What follows the reply's first byte comes within ReadTimeout, however
+	// long the wait for it.
+	rest := min(readTimeout, h.p.cfg.readTimeout)
+	if readTimeout == 0 {
+		rest = h.p.cfg.readTimeout
 	}
 	if subscribed {
 		if timeout <= 0 {
 			readTimeout = 0
 		}
 		if h.quiet == nil {
-			h.quiet = h.r.quietRead(c)
+			h.quiet = h.p.quietRead(c)
 		}
 		c.nc.quiet = h.quiet
 		defer func() { c.nc.quiet = nil }()
 	}
 	for {
 		reply, err := c.run(ctx, time.Time{}, func() (any, error) {
-			return redis.ReceiveWithTimeout(c.rc, readTimeout)
+			return c.rc.ReceiveWithTimeouts(readTimeout, rest)
 		})
 		if err == nil && subscribed && isKeepalivePong(reply) {
 			continue
 		}
 		h.mu.Lock()
 		if n, shard, ok := subscriptionCount(reply); err == nil && subscribed && ok {
-			// With no subscription left, replies answer commands again: a
-			// redigo pool reuses the connection after its cleanup
-			// unsubscribes from everything.
+			// With no subscription left, replies answer commands again:
+			// the Close of a redigo pool's connection (RedigoPool)
+			// unsubscribes from everything, then reads an ECHO's reply.
 			if shard {
 				h.subsLeft[1] = n
 			} else {
@@ -366,6 +399,7 @@ func (h *handle) receive(ctx context.Context, timeout time.Duration) (any, error
 			}
 		}
 		h.mu.Unlock()
-		return reply, h.wrapErr(ctx, "receive", err)
+		h.noteDemotion(ctx, c, err)
+		return reply, h.wrapErr(ctx, c, "receive", err)
 	}
 }

@@ -23,7 +23,7 @@ type verdict uint8
 
 const (
 	keepIt         verdict = iota // nothing is due
-	peekIt                        // a peek is due (the checker's; a checkout always peeks)
+	peekIt                        // a peek is due (the checker's; a checkout peeks unless freshReply spares it)
 	pingIt                        // quiet for HealthCheckInterval: prove it with a PING
 	expireIdle                    // idle past IdleTimeout
 	expireLifetime                // older than MaxConnLifetime
@@ -150,6 +150,14 @@ func (p *Pool) healthPass(now time.Time) time.Time {
 		p.checkShared(now)
 		next = earliest(next, now.Add(peekEvery))
 	}
+	if p.zombies.elsewhere.Load() > 0 {
+		// Zombies left on a former master: reached by a dial of their own.
+		if !now.Before(p.lastReap.Add(reapEvery)) {
+			p.lastReap = now
+			p.reapSoon()
+		}
+		next = earliest(next, p.lastReap.Add(reapEvery))
+	}
 
 	for _, l := range leaks {
 		p.cfg.logger.Warn("redisalive: connection held longer than LeakDetectionThreshold",
@@ -225,12 +233,16 @@ func (p *Pool) putBack(conns []*conn) {
 	}
 	p.mu.Lock()
 	var reject []*conn
-	maxIdle := 0 // rejected for want of room, rather than for closing
+	maxIdle, stale := 0, 0 // rejected for want of room, or for a failover, rather than for closing
 	for i := len(conns) - 1; i >= 0; i-- {
 		c := conns[i]
-		if c.aborted.Load() {
+		switch {
+		case c.aborted.Load():
 			reject = append(reject, c) // Close interrupted its check
-		} else if !p.putIdleLocked(c, true) {
+		case p.stale(c):
+			reject = append(reject, c)
+			stale++
+		case !p.putIdleLocked(c, true):
 			reject = append(reject, c)
 			if !p.closed {
 				maxIdle++
@@ -243,6 +255,9 @@ func (p *Pool) putBack(conns []*conn) {
 	p.mu.Unlock()
 	for range maxIdle {
 		p.noteClose(CloseMaxIdle)
+	}
+	for range stale {
+		p.noteClose(CloseStale)
 	}
 	for _, c := range reject {
 		c.close()

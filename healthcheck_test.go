@@ -57,9 +57,7 @@ func TestPlanHealthWakesAfterOneIntervalWhenNothingIsIdle(t *testing.T) {
 
 func TestHealthPingClosesAndCountsConnectionsMaxIdleNoLongerHasRoomFor(t *testing.T) {
 	mr := miniredis.RunT(t)
-	p, err := NewPool(Options{Addr: mr.Addr(), MaxIdle: 1, HealthCheckInterval: time.Hour})
-	require.NoError(t, err)
-	defer p.Close()
+	p := openPool(t, Options{Addr: mr.Addr(), MaxIdle: 1, HealthCheckInterval: time.Hour})
 	ctx := context.Background()
 	var out []*conn
 	for range 3 {
@@ -84,9 +82,7 @@ func TestHealthPingClosesAndCountsConnectionsMaxIdleNoLongerHasRoomFor(t *testin
 // whole peek interval later.
 func TestHealthPassWakesWhenAConnectionItPeekedFallsDueAPing(t *testing.T) {
 	srv := newFakeServer(t, nil)
-	p, err := NewPool(Options{Addr: srv.addr(), HealthCheckInterval: time.Second})
-	require.NoError(t, err)
-	defer p.Close()
+	p := openPool(t, Options{Addr: srv.addr(), HealthCheckInterval: time.Second})
 	c, err := p.get(context.Background(), time.Now(), time.Now().Add(time.Second))
 	require.NoError(t, err)
 	now := time.Now()

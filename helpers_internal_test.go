@@ -140,3 +140,16 @@ func (s *fakeServer) stop() {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// openPool opens a pool on opts, closed when tb ends: before a server that
+// tb started earlier stops, since cleanups run last-registered first. (The
+// external tests have internal/pooltest.)
+func openPool(tb testing.TB, opts Options) *Pool {
+	tb.Helper()
+	p, err := NewPool(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}

@@ -6,16 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"net"
-	"net/url"
-	"reflect"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redisalive/redisalive/internal/resp"
 )
 
 // Defaults applied to zero-valued Options fields. They are chosen so that no
@@ -32,6 +30,7 @@ const (
 	DefaultKeepAliveIdle       = 5 * time.Second
 	DefaultKeepAliveInterval   = 5 * time.Second
 	DefaultKeepAliveCount      = 3
+	DefaultMaxBulkLen          = resp.DefaultMaxBulkLen
 )
 
 // Bounds on Options values. Outside them a value cannot work, however the
@@ -77,7 +76,8 @@ type Options struct {
 	// else "tcp".
 	Network string
 	// Addr is the server's host:port, or the socket path for "unix". A
-	// numeric port must be from 1 to 65535. Required.
+	// numeric port must be from 1 to 65535. Required, unless Sentinel is
+	// set: then it must be empty.
 	Addr string
 	// Username and Password authenticate each new connection with AUTH.
 	// Zero: no AUTH. A Username without a Password is invalid.
@@ -86,17 +86,25 @@ type Options struct {
 	// DB is selected on each new connection. Zero: database 0.
 	DB int
 	// TLSConfig, when set, wraps each TCP connection in TLS. Zero: plain TCP.
+	// With Sentinel it applies to the master's connections; its ServerName,
+	// if empty, is the address the sentinels give.
 	TLSConfig *tls.Config
 
 	// DialTimeout bounds connecting, TLS and the AUTH/SELECT handshake of a
 	// new connection. At least 10 ms, at most 100 years. Zero:
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
-	// ReadTimeout bounds the wait for each reply, and for the health
-	// check's PING. At least 10 ms, at most 100 years. Zero:
-	// DefaultReadTimeout.
+	// ReadTimeout bounds silence while a reply is due: the wait for its
+	// first byte (a blocking command's or a subscription's waits are their
+	// own, see BlockSlice and PubSubPingInterval), and every pause once it
+	// has begun, so a large reply arriving slowly but steadily over a slow
+	// link succeeds while a link that stops fails within ReadTimeout. A
+	// whole reply is capped at 10 ReadTimeouts when the caller's context
+	// has no deadline (Bounds.Command). It also bounds the health check's
+	// PING. At least 10 ms, at most 100 years. Zero: DefaultReadTimeout.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing each command. At least 10 ms, at most 100
+	// WriteTimeout bounds each pause while writing a command: a write that
+	// makes no progress for this long fails. At least 10 ms, at most 100
 	// years. Zero: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// PoolTimeout is the longest a checkout waits for a free connection
@@ -160,12 +168,26 @@ type Options struct {
 	// AutoPipeline makes Do send ordinary commands over a few connections
 	// shared by all callers: commands queued meanwhile go out in one write
 	// and their replies are read in one read, so throughput under
-	// concurrency rises past one connection per caller: on a 2-core machine
-	// 2.6–2.8× redigo at 64 callers, 1.1–1.3× at 16, 0.92–1.04× at 1
-	// (BENCHMARKS.md). Commands that cannot share a connection (blocking
+	// concurrency rises past one connection per caller: on two 2-core
+	// machines 2.6–7.9× redigo at 64 callers and 1.06–2.1× at 16; at 1
+	// caller, which pays two goroutine hand-offs per command, 0.92–1.04×
+	// on one and 0.63–0.66× on the other, where waking a goroutine costs
+	// more (BENCHMARKS.md). Commands that cannot share a connection (blocking
 	// commands, MULTI/EXEC/WATCH, SUBSCRIBE, SELECT and the like) keep a
-	// connection of their own, as do Get's. Every bound stays: see the
-	// README's Auto-pipelining section. Zero: off.
+	// connection of their own, as do Get's. Every bound stays: see
+	// docs/auto-pipelining.md.
+	//
+	// Replies on a shared connection come in order, so each waits for the
+	// bytes of those before it. Once a reply has gone on arriving for 2 ms
+	// (a large value, a slow link), a caller that would queue behind it
+	// takes a connection of its own instead, if one is free at once
+	// (Stats.PipelineBypasses). So leave AutoPipeline off where most
+	// replies or commands are large (tens of KiB and up) or the link is
+	// slow: it saves a write and a read per command, which is nothing next
+	// to moving those bytes, while callers that queued before a slow reply
+	// showed, every caller once MaxActive connections are busy, and every
+	// command behind a large one being written, still wait their turn.
+	// Zero: off.
 	AutoPipeline bool
 	// PipelineConns is how many connections AutoPipeline shares, out of
 	// MaxActive; at most MaxPipelineConns. Zero: DefaultPipelineConns.
@@ -177,14 +199,37 @@ type Options struct {
 	// DefaultPipelineDepth.
 	PipelineDepth int
 
+	// MaxBulkLen is the longest bulk string a reply may declare. A reply
+	// declaring more fails with a *ProtocolError, and its connection is
+	// closed: a peer that is confused (not a Redis server, a stream out of
+	// step) or hostile cannot make the pool allocate what it declares.
+	// Replies are read in memory proportional to the bytes received, so a
+	// lie below the limit costs nothing either. At least 1. Zero:
+	// DefaultMaxBulkLen, 512 MiB, Redis's own proto-max-bulk-len.
+	MaxBulkLen int64
+
+	// Sentinel, when set, makes the pool find its master through Redis
+	// Sentinel, and follow it through failovers: see SentinelOptions and
+	// the package doc's Failover section. Addr must then be empty. Zero:
+	// the master is at Addr, and a server there that answers it is no
+	// longer the master (READONLY) makes the pool reconnect.
+	Sentinel *SentinelOptions
+
 	// LeakDetectionThreshold logs, once, every connection held checked out
 	// longer than this, with the stack that checked it out, and counts it
 	// in Stats.Leaks. Zero: off.
 	LeakDetectionThreshold time.Duration
 
-	// Logger receives the pool's warnings, among them, at NewPool, one for
-	// each setting that lets a dead connection go unnoticed for over a
-	// minute, saying how long. Zero: discarded.
+	// Logger receives the pool's warnings: at NewPool, one for each
+	// setting that lets a dead connection go unnoticed for over a minute,
+	// saying how long; while it runs, warnings rate-limited to one of a
+	// kind per 10 s when blocking reads, subscriptions or Queue consumers
+	// cannot reach the server and retry, or a Queue's handler fails for
+	// good; and a few notices (a blocking read or subscription that
+	// recovered). Zero: slog.Default() as it is when NewPool runs, so that
+	// a service that never set up logging still hears that its consumer
+	// cannot connect. To silence the pool, set
+	// slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 }
 
@@ -231,7 +276,9 @@ type config struct {
 	pipelineConns      int // 0: no auto-pipelining
 	pipelineDepth      int
 	leakThreshold      time.Duration
+	maxBulkLen         int64
 	logger             *slog.Logger
+	sentinel           *sentinelConfig // nil: the master is at addr
 }
 
 // newConfig validates o and fills in its defaults. It reports the first
@@ -240,8 +287,14 @@ func newConfig(o Options) (config, error) {
 	bad := func(field string, v any, reason string) (config, error) {
 		return config{}, &OptionError{Field: field, Value: v, Reason: reason}
 	}
-	if o.Addr == "" {
-		return bad("Addr", `""`, "an address is required")
+	var sentinel *sentinelConfig
+	if o.Sentinel != nil {
+		var err error
+		if sentinel, err = o.Sentinel.validate(o.Addr); err != nil {
+			return config{}, err
+		}
+	} else if o.Addr == "" {
+		return bad("Addr", `""`, "an address is required (or Sentinel, to find the master through Redis Sentinel)")
 	}
 	network := o.Network
 	if network == "" {
@@ -252,15 +305,15 @@ func newConfig(o Options) (config, error) {
 	}
 	switch network {
 	case "tcp", "tcp4", "tcp6":
-		_, port, err := net.SplitHostPort(o.Addr)
-		if err != nil || port == "" {
-			return bad("Addr", strconv.Quote(o.Addr), "want host:port for network "+network)
-		}
-		// A service name such as "redis" is left to the resolver.
-		if n, err := strconv.Atoi(port); err == nil && (n < 1 || n > 65535) {
-			return bad("Addr", strconv.Quote(o.Addr), fmt.Sprintf("port %s is not from 1 to 65535", port))
+		if sentinel == nil {
+			if err := checkHostPort(o.Addr, network); err != nil {
+				return bad("Addr", strconv.Quote(o.Addr), err.Error())
+			}
 		}
 	case "unix":
+		if sentinel != nil {
+			return bad("Network", strconv.Quote(o.Network), "Sentinel names masters by host and port: the network must be TCP")
+		}
 		if o.TLSConfig != nil {
 			return bad("TLSConfig", "non-nil", `TLS is not supported on network "unix"`)
 		}
@@ -320,6 +373,9 @@ func newConfig(o Options) (config, error) {
 	if o.MaxActive > 0 && o.MaxIdle > o.MaxActive {
 		return bad("MaxIdle", o.MaxIdle, fmt.Sprintf("must not exceed MaxActive (%d)", o.MaxActive))
 	}
+	if o.MaxBulkLen < 0 {
+		return bad("MaxBulkLen", o.MaxBulkLen, "must not be negative (zero selects the default)")
+	}
 	if o.PipelineConns < 0 || o.PipelineConns > MaxPipelineConns {
 		return bad("PipelineConns", o.PipelineConns, fmt.Sprintf("must be from 0 (the default) to %d", MaxPipelineConns))
 	}
@@ -330,8 +386,13 @@ func newConfig(o Options) (config, error) {
 		return bad("AutoPipeline", false, "PipelineConns and PipelineDepth apply only with AutoPipeline")
 	}
 
+	addr := o.Addr
+	if sentinel != nil {
+		// What errors and logs call the pool's server: its address moves.
+		addr = "master " + sentinel.masterName
+	}
 	c := config{
-		network: network, addr: o.Addr,
+		network: network, addr: addr, sentinel: sentinel,
 		username: o.Username, password: o.Password, db: o.DB, tls: o.TLSConfig,
 		dialTimeout:    cmp.Or(o.DialTimeout, DefaultDialTimeout),
 		readTimeout:    cmp.Or(o.ReadTimeout, DefaultReadTimeout),
@@ -344,6 +405,7 @@ func newConfig(o Options) (config, error) {
 		blockSlice:     cmp.Or(o.BlockSlice, DefaultBlockSlice),
 		pingInterval:   cmp.Or(o.PubSubPingInterval, DefaultPubSubPingInterval),
 		leakThreshold:  o.LeakDetectionThreshold,
+		maxBulkLen:     cmp.Or(o.MaxBulkLen, DefaultMaxBulkLen),
 		logger:         o.Logger,
 		keepAlive: KeepAlive{
 			Disable:  o.KeepAlive.Disable,
@@ -368,7 +430,7 @@ func newConfig(o Options) (config, error) {
 		}
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	return c, nil
 }
@@ -426,8 +488,8 @@ func keepAliveBound(ka KeepAlive, userTimeout time.Duration) time.Duration {
 }
 
 // Bounds are the longest a pool takes to notice or end each kind of
-// failure, as its options make them: the Bound column of the README's
-// fault model. Tests assert each of them on real sockets.
+// failure, as its options make them: the Bound column of the fault model
+// (docs/fault-model.md). Tests assert each of them on real sockets.
 type Bounds struct {
 	// DeadIdle: an idle connection on a dead link is found by the
 	// checker's PING: HealthCheckInterval + ReadTimeout.
@@ -452,7 +514,8 @@ type Bounds struct {
 	// PoolTimeout for a free connection.
 	Checkout time.Duration
 	// Command: Do with a context that has no deadline takes at most
-	// PoolTimeout + ReadTimeout.
+	// PoolTimeout + 10 × ReadTimeout: ReadTimeout bounds each silence, and
+	// a reply that keeps trickling in is cut off at 10 of them.
 	Command time.Duration
 	// Close: Close returns within this, closing the sockets of callers
 	// still holding connections then.
@@ -466,7 +529,7 @@ func (c *config) bounds() Bounds {
 		BlockingRead: c.blockSlice + blockGrace,
 		Subscription: c.pingInterval + c.readTimeout,
 		Checkout:     c.poolTimeout,
-		Command:      c.poolTimeout + c.readTimeout,
+		Command:      c.poolTimeout + replyCap(c.readTimeout),
 		Close:        max(c.dialTimeout, c.readTimeout+c.writeTimeout, c.blockSlice+blockGrace),
 	}
 	if b.DeadIdle < c.healthInterval { // overflowed: a HealthCheckInterval meant as "never"
@@ -483,10 +546,37 @@ func (c *config) bounds() Bounds {
 	return b
 }
 
+// checkHostPort checks a TCP address: host:port, the port a number from 1
+// to 65535 or a service name, which is left to the resolver.
+func checkHostPort(addr, network string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return errors.New("want host:port for network " + network)
+	}
+	if n, err := strconv.Atoi(port); err == nil && (n < 1 || n > 65535) {
+		return fmt.Errorf("port %s is not from 1 to 65535", port)
+	}
+	return nil
+}
+
+// replyCapReads is how many ReadTimeouts a reply may take in all while
+// its bytes keep coming, when the caller's context sets no deadline: the
+// last bound on a peer that trickles.
+const replyCapReads = 10
+
+// replyCap is the longest a reply whose silences are each bounded by t may
+// take, when the caller's context sets no deadline.
+func replyCap(t time.Duration) time.Duration {
+	if t >= maxAddedTimeout/replyCapReads {
+		return maxAddedTimeout // no overflow when added to another bounded timeout
+	}
+	return replyCapReads * t
+}
+
 // options is the Options a config was made from, with every default
 // filled in.
 func (c *config) options() Options {
-	return Options{
+	o := Options{
 		Network: c.network, Addr: c.addr,
 		Username: c.username, Password: c.password, DB: c.db, TLSConfig: c.tls,
 		DialTimeout: c.dialTimeout, ReadTimeout: c.readTimeout, WriteTimeout: c.writeTimeout,
@@ -496,8 +586,12 @@ func (c *config) options() Options {
 		HealthCheckInterval: c.healthInterval, BlockSlice: c.blockSlice,
 		PubSubPingInterval: c.pingInterval, LeakDetectionThreshold: c.leakThreshold,
 		AutoPipeline: c.pipelineConns > 0, PipelineConns: c.pipelineConns, PipelineDepth: c.pipelineDepth,
-		Logger: c.logger,
+		MaxBulkLen: c.maxBulkLen, Logger: c.logger,
 	}
+	if c.sentinel != nil {
+		o.Addr, o.Sentinel = "", c.sentinel.options()
+	}
+	return o
 }
 
 // logWarnings logs each of c's warnings once, at NewPool.
@@ -505,197 +599,4 @@ func (c *config) logWarnings() {
 	for _, w := range c.warnings() {
 		c.logger.Warn("redisalive: "+w, "addr", c.addr)
 	}
-}
-
-// ParseURL parses a Redis URL into Options:
-//
-//	redis://[[username]:password@]host[:port][/db][?option=value&...]
-//	rediss://...   (the same, over TLS)
-//	unix://[[username]:password@]/path/to/socket[?option=value&...]
-//
-// The port defaults to 6379 and must be from 1 to 65535; db is a database
-// number. User info needs its colon even without a user name
-// (redis://:secret@host): redis://word@host is rejected, because clients
-// disagree on whether word is a user name (go-redis, redis-py) or a
-// password (redis-cli). A '/', '?', '#', '@' or '%' in a user name or
-// password must be %-escaped. A unix URL has no host: its socket path
-// starts at the third slash.
-//
-// Query options, each at most once: db (not with a database in the path),
-// dial_timeout, read_timeout, write_timeout, pool_timeout, idle_timeout,
-// max_conn_lifetime, health_check_interval, block_slice, tcp_user_timeout
-// (durations as for time.ParseDuration), max_active, max_idle (whole
-// numbers). An unknown option is an error, so a typo does not silently
-// leave a default in place.
-//
-// ParseURL checks the values as NewPool does, so NewPool accepts the
-// Options it returns. Every error matches ErrInvalidURL and shows the URL
-// with its password replaced by "xxxxx"; one for a value NewPool would
-// reject also matches ErrInvalidOptions and holds the *OptionError.
-func ParseURL(rawURL string) (Options, error) {
-	redacted := redactURL(rawURL)
-	fail := func(option error, format string, args ...any) (Options, error) {
-		return Options{}, &urlError{url: redacted, reason: fmt.Sprintf(format, args...), option: option}
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		// url.Parse quotes what it failed on, which can be the password;
-		// the redacted URL shows the same fault unless the fault is in the
-		// user info itself.
-		if _, err = url.Parse(redacted); err == nil {
-			return fail(nil, `malformed user info: %%-escape any '/', '?', '#', '@' or '%%' in the user name or password`)
-		}
-		return fail(nil, "%s", errors.Unwrap(err))
-	}
-	// Past this check the last '@' ends the user info, so the redacted URL
-	// hides exactly that, and the reasons below may quote any other part.
-	if strings.Contains(u.Opaque+u.EscapedPath()+u.RawQuery+u.EscapedFragment(), "@") {
-		return fail(nil, `'@' outside the user info: %%-escape any '/', '?' or '#' in the password, and write an '@' elsewhere as %%40`)
-	}
-	if u.Fragment != "" {
-		return fail(nil, "a fragment (#...) has no meaning in a Redis URL")
-	}
-	var o Options
-	// from names the part of the URL that set each Options field, for a
-	// value NewPool rejects; a field without one has a self-explaining
-	// reason.
-	from := map[string]string{}
-	if u.User != nil {
-		password, ok := u.User.Password()
-		if !ok {
-			return fail(nil, "user info without a colon could be a user name or a password: write :password@ for a password alone, user:password@ for both")
-		}
-		o.Username, o.Password = u.User.Username(), password
-		from["Password"] = "user info"
-	}
-	switch u.Scheme {
-	case "redis", "rediss":
-		host, port := u.Hostname(), cmp.Or(u.Port(), "6379")
-		switch {
-		case host == "":
-			return fail(nil, "missing host, as in redis://localhost:6379")
-		case strings.Contains(host, ":") && !strings.HasPrefix(u.Host, "["):
-			return fail(nil, "host and port %q are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379", u.Host)
-		}
-		// url.Parse takes any raw byte in an IPv6 zone but refuses most of
-		// them %-escaped, so such a zone could not be written back as a
-		// URL; an interface name or index never needs one.
-		if _, zone, ok := strings.Cut(host, "%"); ok && strings.HasPrefix(u.Host, "[") && strings.ContainsFunc(zone, func(r rune) bool { return r <= ' ' || r > '~' }) {
-			return fail(nil, "IPv6 zone %q is not an interface name or index, as in redis://[fe80::1%%25eth0]:6379", zone)
-		}
-		o.Network, o.Addr = "tcp", net.JoinHostPort(host, port)
-		if u.Scheme == "rediss" {
-			o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-		}
-		if p := strings.TrimPrefix(u.Path, "/"); p != "" {
-			// Digits only, in the range of an int: no sign, no slash.
-			n, err := strconv.ParseUint(p, 10, strconv.IntSize-1)
-			if err != nil {
-				return fail(nil, "path %q is not a database number such as /0 or /2", u.Path)
-			}
-			o.DB = int(n)
-			from["DB"] = fmt.Sprintf("path %q", u.Path)
-		}
-	case "unix":
-		switch {
-		case u.Host != "":
-			return fail(nil, "host %q in a unix URL: the socket path starts at the third slash, as in unix:///run/redis.sock", u.Host)
-		case u.Path == "":
-			return fail(nil, "missing socket path, as in unix:///run/redis.sock")
-		case strings.HasSuffix(u.Path, "/"):
-			return fail(nil, "socket path %q names a directory", u.Path)
-		}
-		o.Network, o.Addr = "unix", u.Path
-	default:
-		return fail(nil, "scheme %q, want redis, rediss or unix", u.Scheme)
-	}
-	query, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return fail(nil, "malformed query: %v", err)
-	}
-	for _, key := range slices.Sorted(maps.Keys(query)) {
-		vals, field := query[key], urlOptions[key]
-		switch {
-		case field == "":
-			return fail(nil, "unknown option %q (known: %s)", key, strings.Join(slices.Sorted(maps.Keys(urlOptions)), ", "))
-		case len(vals) > 1:
-			return fail(nil, "option %s given %d times", key, len(vals))
-		case from[field] != "":
-			return fail(nil, "%s is given twice: %s and option %s=%q", field, from[field], key, vals[0])
-		}
-		from[field] = fmt.Sprintf("option %s=%q", key, vals[0])
-		if reason := setOption(&o, field, vals[0]); reason != "" {
-			return fail(nil, "%s %s", from[field], reason)
-		}
-	}
-	if _, err := newConfig(o); err != nil {
-		reason := err.Error()
-		if oe := (*OptionError)(nil); errors.As(err, &oe) {
-			reason = oe.Reason
-			if part := from[oe.Field]; part != "" {
-				reason = part + ": " + reason
-			}
-		}
-		return fail(err, "%s", reason)
-	}
-	return o, nil
-}
-
-// urlOptions maps each query option of a Redis URL to the Options field it
-// sets; the field's type says how its value is parsed.
-var urlOptions = map[string]string{
-	"db":                    "DB",
-	"dial_timeout":          "DialTimeout",
-	"read_timeout":          "ReadTimeout",
-	"write_timeout":         "WriteTimeout",
-	"pool_timeout":          "PoolTimeout",
-	"idle_timeout":          "IdleTimeout",
-	"max_conn_lifetime":     "MaxConnLifetime",
-	"health_check_interval": "HealthCheckInterval",
-	"block_slice":           "BlockSlice",
-	"tcp_user_timeout":      "TCPUserTimeout",
-	"max_active":            "MaxActive",
-	"max_idle":              "MaxIdle",
-}
-
-// setOption parses val into the named field of o and says what is wrong
-// with it, if anything; NewPool's checks come later.
-func setOption(o *Options, field, val string) (reason string) {
-	switch p := reflect.ValueOf(o).Elem().FieldByName(field).Addr().Interface().(type) {
-	case *time.Duration:
-		d, err := time.ParseDuration(val)
-		if err != nil {
-			return "is not a duration such as 250ms or 3s"
-		}
-		*p = d
-	case *int:
-		n, err := strconv.Atoi(val)
-		if err != nil {
-			return "is not a whole number"
-		}
-		*p = n
-	}
-	return ""
-}
-
-// redactURL hides the password in a Redis URL for error messages, keeping
-// a user name. It works on the string, because a URL that fails to parse
-// can still hold a password, and it hides everything up to the last '@',
-// because a '/', '?' or '#' left unescaped in a password ends the user
-// info early for url.Parse. User info without a colon is hidden whole:
-// redis-cli reads it as a password.
-func redactURL(raw string) string {
-	at := strings.LastIndex(raw, "@")
-	if at < 0 {
-		return raw
-	}
-	start := 0
-	if i := strings.Index(raw, "://"); i >= 0 && i < at {
-		start = i + len("://")
-	}
-	user, _, hasColon := strings.Cut(raw[start:at], ":")
-	if hasColon && !strings.ContainsAny(user, "/?#") {
-		return raw[:start] + user + ":xxxxx" + raw[at:]
-	}
-	return raw[:start] + "xxxxx" + raw[at:]
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 func TestNewPoolRejectsEachInvalidOptionNamingTheField(t *testing.T) {
@@ -111,7 +112,7 @@ func TestNewPoolAcceptsEveryBoundItself(t *testing.T) {
 }
 
 func TestNewPoolWarnsThroughLoggerOfASettingThatStretchesDetectionPastAMinute(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	p, err := redisalive.NewPool(redisalive.Options{Addr: "127.0.0.1:1", Logger: logger})
 	require.NoError(t, err)
@@ -164,6 +165,48 @@ func TestParseURLReadsEveryPartOfTheGrammar(t *testing.T) {
 	assert.Equal(t, "cache.example", tlsOpts.TLSConfig.ServerName)
 }
 
+func TestParseURLReadsASentinelURL(t *testing.T) {
+	cases := []struct {
+		url  string
+		want redisalive.Options
+	}{
+		{"redis+sentinel://s1:26380,s2/mymaster", redisalive.Options{Network: "tcp",
+			Sentinel: &redisalive.SentinelOptions{MasterName: "mymaster", Addrs: []string{"s1:26380", "s2:26379"}}}},
+		{"redis+sentinel://:secret@[::1]:26380,[fe80::1%25eth0],10.0.0.3/my%20master/2?sentinel_password=sp&sentinel_refresh_interval=5s&read_timeout=1s",
+			redisalive.Options{Network: "tcp", Password: "secret", DB: 2, ReadTimeout: time.Second,
+				Sentinel: &redisalive.SentinelOptions{MasterName: "my master", Addrs: []string{"[::1]:26380", "[fe80::1%eth0]:26379", "10.0.0.3:26379"},
+					Password: "sp", RefreshInterval: 5 * time.Second}}},
+	}
+	for _, tc := range cases {
+		got, err := redisalive.ParseURL(tc.url)
+		require.NoError(t, err, tc.url)
+		assert.Equal(t, tc.want, got, "ParseURL(%q)", tc.url)
+		again, err := redisalive.ParseURL(formatURL(got))
+		require.NoError(t, err, "the URL of ParseURL(%q): %q", tc.url, formatURL(got))
+		assert.Equal(t, got, again, "round trip through %q", formatURL(got))
+	}
+	tlsOpts, err := redisalive.ParseURL("rediss+sentinel://s1/m")
+	require.NoError(t, err)
+	assert.NotNil(t, tlsOpts.TLSConfig, "TLS to the master")
+	assert.NotNil(t, tlsOpts.Sentinel.TLSConfig, "TLS to the sentinels")
+
+	for url, reason := range map[string]string{
+		"redis+sentinel:///mymaster":                          "missing sentinels",
+		"redis+sentinel://s1":                                 "missing master name",
+		"redis+sentinel://s1:0/m":                             `port "0" is not from 1 to 65535`,
+		"redis+sentinel://::1/m":                              "ambiguous",
+		"redis+sentinel://[::1/m":                             "closing bracket",
+		"redis+sentinel://s1,/m":                              "missing host",
+		"redis+sentinel://s1/m/x":                             "not a master name and a database number",
+		"redis://h?sentinel_password=x":                       "applies only to a redis+sentinel URL",
+		"redis+sentinel://s1/m?sentinel_refresh_interval=-1s": "must not be negative",
+	} {
+		_, err := redisalive.ParseURL(url)
+		require.ErrorIs(t, err, redisalive.ErrInvalidURL, url)
+		assert.Contains(t, err.Error(), reason, url)
+	}
+}
+
 func TestParseURLRejectsAmbiguousOrInvalidURLsNamingThePartWithoutThePassword(t *testing.T) {
 	cases := []struct{ url, redacted, reason string }{
 		{"redis://:hunter2@127.0.0.1:99999", "redis://:xxxxx@127.0.0.1:99999", "port 99999 is not from 1 to 65535"},
@@ -174,7 +217,7 @@ func TestParseURLRejectsAmbiguousOrInvalidURLsNamingThePartWithoutThePassword(t 
 		{"redis://:hunter2@h:1:2", "redis://:xxxxx@h:1:2", `host and port "h:1:2" are ambiguous: an IPv6 address goes in brackets, as in redis://[::1]:6379`},
 		{"redis:h", "redis:h", "missing host, as in redis://localhost:6379"},
 		{"redis://:hunter2@[::%25\x88]", "redis://:xxxxx@[::%25\x88]", `IPv6 zone "\x88" is not an interface name or index, as in redis://[fe80::1%25eth0]:6379`},
-		{"http://:hunter2@h", "http://:xxxxx@h", `scheme "http", want redis, rediss or unix`},
+		{"http://:hunter2@h", "http://:xxxxx@h", `scheme "http", want redis, rediss, unix, redis+sentinel or rediss+sentinel`},
 		{"::", "::", "missing protocol scheme"},
 		{"redis://:hunter2@h#top", "redis://:xxxxx@h#top", "a fragment (#...) has no meaning in a Redis URL"},
 
@@ -202,7 +245,7 @@ func TestParseURLRejectsAmbiguousOrInvalidURLsNamingThePartWithoutThePassword(t 
 
 		{"redis://:hunter2@h?read_timeout=1s&read_timeout=2s", "redis://:xxxxx@h?read_timeout=1s&read_timeout=2s", "option read_timeout given 2 times"},
 		{"redis://:hunter2@h?nope=1", "redis://:xxxxx@h?nope=1",
-			`unknown option "nope" (known: block_slice, db, dial_timeout, health_check_interval, idle_timeout, max_active, max_conn_lifetime, max_idle, pool_timeout, read_timeout, tcp_user_timeout, write_timeout)`},
+			`unknown option "nope" (known: block_slice, db, dial_timeout, health_check_interval, idle_timeout, max_active, max_conn_lifetime, max_idle, pool_timeout, read_timeout, sentinel_password, sentinel_refresh_interval, sentinel_username, tcp_user_timeout, write_timeout)`},
 		{"redis://:hunter2@h?db=1;x=2", "redis://:xxxxx@h?db=1;x=2", "malformed query: invalid semicolon separator in query"},
 		{"redis://:hunter2@h?read_timeout=soon", "redis://:xxxxx@h?read_timeout=soon", `option read_timeout="soon" is not a duration such as 250ms or 3s`},
 		{"redis://:hunter2@h?max_active=x", "redis://:xxxxx@h?max_active=x", `option max_active="x" is not a whole number`},
@@ -255,6 +298,8 @@ func FuzzParseURL(f *testing.F) {
 		"redis://h?block_slice=1h", "redis://h?tcp_user_timeout=1ms", "redis://h?max_active=2&max_idle=3",
 		"redis://u:hunter2/x@h", "redis://u:hunter2@h:port", "redis://u:hun%zzter2@h", "redis://h#top", "redis://h?db=1;x=2",
 		"redis://h/-1", "redis://h/+1", "redis://h//2", "::", "redis:h", "http://h", "redis:u:hunter2@h",
+		"redis+sentinel://:hunter2@s1:26380,[::1],s3/mymaster/2?sentinel_password=hunter2", "rediss+sentinel://s1/m",
+		"redis+sentinel://s1/", "redis+sentinel://[::1/m", "redis+sentinel://s1,,s2/m",
 	} {
 		f.Add(seed)
 	}
@@ -392,7 +437,7 @@ func FuzzNewPool(f *testing.F) {
 	})
 }
 
-func TestDefaultOptionsGiveTheREADMEsBounds(t *testing.T) {
+func TestDefaultOptionsGiveTheFaultModelsBounds(t *testing.T) {
 	p, err := redisalive.NewPool(redisalive.Options{Addr: "127.0.0.1:1"})
 	require.NoError(t, err)
 	defer p.Close()
@@ -404,7 +449,7 @@ func TestDefaultOptionsGiveTheREADMEsBounds(t *testing.T) {
 		BlockingRead:   1500 * time.Millisecond,
 		Subscription:   4 * time.Second,
 		Checkout:       4 * time.Second,
-		Command:        7 * time.Second,
+		Command:        34 * time.Second,
 		Close:          6 * time.Second,
 	}, p.Bounds())
 	o := p.Options()

@@ -1,9 +1,14 @@
-//go:build unix
+//go:build linux || darwin || dragonfly || freebsd || netbsd
+
+// The peek traps straight into the kernel with RawSyscall6. Of the other
+// Unix systems, aix, illumos and solaris have no SYS_RECVFROM for it in
+// golang.org/x/sys/unix, and on openbsd RawSyscall6 answers ENOSYS (the
+// kernel takes system calls from libc only), which would fail every
+// checkout; they get the stub in peek_other.go.
 
 package redisalive
 
 import (
-	"errors"
 	"io"
 	"net"
 	"syscall"
@@ -11,11 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// errUnexpectedData means an idle connection has bytes waiting that no
-// command asked for: the protocol is out of step and the connection is
-// unusable.
-var errUnexpectedData = errors.New("redisalive: unexpected data on idle connection")
 
 // peeker checks an idle socket without a round trip: a non-blocking
 // MSG_PEEK read returns EOF if the server closed it, data if the protocol
@@ -43,7 +43,7 @@ func (p *peeker) init(nc net.Conn) {
 
 func (p *peeker) peek(fd uintptr) {
 	// The raw recvfrom, without a source-address buffer: unix.Recvfrom
-	// allocates one on every call, and this runs on every checkout.
+	// allocates one on every call, and this runs on most checkouts.
 	// MSG_DONTWAIT keeps it from blocking, so RawSyscall6 is safe.
 	n, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)

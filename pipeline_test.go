@@ -14,11 +14,13 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 func TestAutoPipelineGivesEachCallerItsOwnReply(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{AutoPipeline: true})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{AutoPipeline: true})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for g := range 32 {
@@ -46,7 +48,7 @@ func TestAutoPipelineGivesEachCallerItsOwnReply(t *testing.T) {
 }
 
 func TestAutoPipelineKeepsStatefulCommandsOnTheirOwnConnections(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{AutoPipeline: true})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{AutoPipeline: true})
 	ctx := context.Background()
 	_, err := p.Do(ctx, "SET", "a", "1")
 	require.NoError(t, err)
@@ -68,7 +70,7 @@ func stallServer(t *testing.T, srv *redistest.Server, d time.Duration) (wait fun
 	require.NoError(t, err)
 	require.NoError(t, admin.Send("DEBUG", "SLEEP", d.Seconds()))
 	require.NoError(t, admin.Flush())
-	waitFor(t, 2*time.Second, "the server to stall", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the server to stall", func() bool {
 		probe, err := redis.Dial("tcp", srv.Addr(), redis.DialReadTimeout(50*time.Millisecond))
 		require.NoError(t, err)
 		defer probe.Close()
@@ -88,7 +90,7 @@ func stallServer(t *testing.T, srv *redistest.Server, d time.Duration) (wait fun
 // which stays in use.
 func TestAutoPipelineCancelledCallerCostsNoConnectionAndItsReplyReachesNobody(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, ReadTimeout: 3 * time.Second})
+	p := pooltest.OnServer(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, ReadTimeout: 3 * time.Second})
 	ctx := context.Background()
 	_, err := p.Do(ctx, "PING")
 	require.NoError(t, err)
@@ -118,13 +120,13 @@ func TestAutoPipelineCancelledCallerCostsNoConnectionAndItsReplyReachesNobody(t 
 // finds the server's close; the command goes to a new connection.
 func TestAutoPipelineNoCallerMeetsASharedConnectionTheServerClosed(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1})
+	p := pooltest.OnServer(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1})
 	ctx := context.Background()
 	_, err := p.Do(ctx, "PING")
 	require.NoError(t, err)
 	for range 2 {
 		srv.Do(t, "CLIENT", "KILL", "TYPE", "normal")
-		waitFor(t, 2*time.Second, "the shared connection in CLOSE_WAIT or closed", func() bool {
+		testkit.WaitFor(t, 2*time.Second, "the shared connection in CLOSE_WAIT or closed", func() bool {
 			return clientStates(t, srv.Port())["ESTABLISHED"] == 0
 		})
 		v, err := redis.String(p.Do(ctx, "ECHO", "first try"))
@@ -150,7 +152,7 @@ func TestAutoPipelineNoCallerMeetsASharedConnectionTheServerClosed(t *testing.T)
 func TestAutoPipelineIdleSharedConnectionOutlivesReadTimeout(t *testing.T) {
 	srv := redistest.Start(t)
 	const readTimeout = 100 * time.Millisecond
-	p := newServerPool(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, ReadTimeout: readTimeout, HealthCheckInterval: time.Minute})
+	p := pooltest.OnServer(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, ReadTimeout: readTimeout, HealthCheckInterval: time.Minute})
 	ctx := context.Background()
 	for i := range 3 {
 		v, err := redis.Int(p.Do(ctx, "ECHO", i))
@@ -202,7 +204,7 @@ func TestAutoPipelineCallersOnADeadLinkReturnWithinReadTimeout(t *testing.T) {
 	assert.Less(t, slowest, readTimeout+readTimeout+500*time.Millisecond)
 
 	proxy.Heal()
-	waitFor(t, 5*time.Second, "calls to succeed after healing", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "calls to succeed after healing", func() bool {
 		v, err := redis.Int(p.Do(ctx, "ECHO", 7))
 		return err == nil && v == 7
 	})
@@ -213,7 +215,7 @@ func TestAutoPipelineCallersOnADeadLinkReturnWithinReadTimeout(t *testing.T) {
 // serves again once the server does.
 func TestAutoPipelineBoundsWhatWaitsOnAStalledServer(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, PipelineDepth: 4, ReadTimeout: 3 * time.Second})
+	p := pooltest.OnServer(t, srv, redisalive.Options{AutoPipeline: true, PipelineConns: 1, PipelineDepth: 4, ReadTimeout: 3 * time.Second})
 	ctx := context.Background()
 	_, err := p.Do(ctx, "PING")
 	require.NoError(t, err)
@@ -263,4 +265,36 @@ func TestAutoPipelineCallersFindingNoSharedConnectionShareOneDial(t *testing.T) 
 	// DialTimeout (3.2 s).
 	assert.Less(t, took, 5*dialTimeout, "callers share the making of the shared connection")
 	assert.LessOrEqual(t, p.Stats().DialErrors, int64(2), "dials made for the callers")
+}
+
+// TestAutoPipelineKeepsSmallRepliesOnASlowLinkOnSharedConnections: on a
+// link that slices replies into 64-byte segments a millisecond apart,
+// small replies still share the pipelined connection: only a reply that
+// goes on arriving for milliseconds makes callers bypass it.
+func TestAutoPipelineKeepsSmallRepliesOnASlowLinkOnSharedConnections(t *testing.T) {
+	srv := redistest.Start(t)
+	px, err := faultproxy.New(srv.Addr())
+	require.NoError(t, err)
+	defer px.Close()
+	p := pooltest.New(t, redisalive.Options{Addr: px.Addr(), AutoPipeline: true})
+	px.SetSlice(faultproxy.ToClient, 64, time.Millisecond)
+
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				want := fmt.Sprintf("caller %d round %d", g, i)
+				got, err := redis.String(p.Do(ctx, "ECHO", want))
+				if !assert.NoError(t, err) || !assert.Equal(t, want, got) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s := p.Stats()
+	assert.Equal(t, int64(8*20), s.Pipelined, "Stats.Pipelined")
+	assert.Zero(t, s.PipelineBypasses, "Stats.PipelineBypasses")
+	assert.LessOrEqual(t, s.Dials, int64(redisalive.DefaultPipelineConns), "Stats.Dials: only the shared connections")
 }

@@ -1,7 +1,6 @@
 package redisalive
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -14,53 +13,48 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// runner is what running commands on a connection needs from its owner:
-// the configuration, the counters, and the owner's closing signal, which
-// ends blocking reads after their current round. A Pool is one; a redigo
-// pool from NewRedigoPool has one of its own, which never closes.
-type runner struct {
-	cfg      config
-	counters counters
-	closing  context.Context
-	hooks    atomic.Pointer[[]Hook] // nil until AddHook
-}
-
 // Pool is a bounded pool of redigo connections to one Redis server. It is
 // safe for concurrent use. Every call that can block takes a context and is
 // also bounded by the pool's own timeouts, so none can hang on a dead or
 // half-open connection.
 type Pool struct {
-	runner
+	cfg      config
+	counters counters
+	hooks    atomic.Pointer[[]Hook] // nil until AddHook
 
-	cancel    context.CancelFunc // of runner.closing
+	// closing is done once Close or Shutdown begins: blocking reads end
+	// after their current round, background goroutines stop.
+	closing   context.Context
+	cancel    context.CancelFunc // of closing
 	wg        sync.WaitGroup     // background goroutines
-	closeOnce sync.Once
-	closeDone chan struct{} // closed when the first Close or Shutdown returns
-	drained   chan struct{} // closed when the pool is closed and numOpen reaches 0
+	closeGate closeGate          // the first Close or Shutdown closes; the others wait for it
+	drained   chan struct{}      // closed when the pool is closed and numOpen reaches 0
 
-	blockLog logLimit // rate limit for blocking-read warnings
+	retryLog logLimit // rate limit for the warnings of retry loops: blocking reads, Subscriptions
 
 	pipes []pipeSlot // the shared connections of AutoPipeline; nil without it
+
+	zombies zombies // connections abandoned after a failure, to kill before anything more is sent
+
+	target   atomic.Pointer[target] // where new connections go (failover.go)
+	reaping  atomic.Bool            // a reapAway runs (fence.go)
+	lastReap time.Time              // when the health checker last started one; its own
+	sentinel *sentinels             // with Options.Sentinel; else nil
 
 	// pipeCallers counts the callers inside pipelined: how many commands
 	// the shared connections may be asked to carry at once.
 	pipeCallers atomic.Int64
+	// pipeAbandoned counts the commands on shared connections whose
+	// callers gave up on them and that are neither answered nor dropped
+	// unsent: commands that may still run (pipelineFor).
+	pipeAbandoned atomic.Int64
 
 	mu      sync.Mutex // guards the fields below
 	idle    []*conn    // LIFO: the most recently returned last
 	all     map[*conn]struct{}
 	numOpen int       // open or being dialled, in use, idle or being checked; <= cfg.maxActive
-	waiters list.List // of *waiter, first come first served
+	waiters waitQueue // checkouts waiting for a connection (waiters.go)
 	closed  bool
-}
-
-// waiter is a checkout waiting for a free connection. It is handed either a
-// connection or nil, meaning a free slot it may dial into; its channel is
-// closed if the pool closes.
-type waiter struct {
-	ch     chan *conn
-	elem   *list.Element // in Pool.waiters
-	queued bool          // still in Pool.waiters; guarded by Pool.mu
 }
 
 // NewPool validates opts and returns a pool. It does not connect: the first
@@ -72,17 +66,25 @@ func NewPool(opts Options) (*Pool, error) {
 	}
 	cfg.logWarnings()
 	p := &Pool{
-		runner:    runner{cfg: cfg},
-		all:       make(map[*conn]struct{}),
-		closeDone: make(chan struct{}),
-		drained:   make(chan struct{}),
+		cfg:     cfg,
+		all:     make(map[*conn]struct{}),
+		drained: make(chan struct{}),
 	}
 	p.closing, p.cancel = context.WithCancel(context.Background())
 	if cfg.pipelineConns > 0 {
 		p.pipes = make([]pipeSlot, cfg.pipelineConns)
 	}
+	first := newTarget("", 1, false)
+	if cfg.sentinel == nil {
+		first.addr = cfg.addr
+	}
+	p.target.Store(first)
+	p.zombies.moveTo(first.addr)
 	p.wg.Add(1)
 	go p.healthLoop()
+	if cfg.sentinel != nil {
+		p.sentinel = newSentinels(p, cfg.sentinel)
+	}
 	return p, nil
 }
 
@@ -123,19 +125,20 @@ func (p *Pool) Bounds() Bounds { return p.cfg.bounds() }
 // other state, is closed instead.
 func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
 	start := time.Now()
 	c, err := p.get(ctx, start, waitDeadline(ctx, start, p.cfg.poolTimeout))
 	if err != nil {
 		return nil, err
 	}
-	return &handle{r: &p.runner, pool: p, c: c}, nil
+	return &handle{p: p, c: c}, nil
 }
 
 // Do checks out a connection, runs one command and returns the connection,
-// all bounded by one deadline: ctx's, or if it has none, PoolTimeout plus
-// ReadTimeout from the call. Replies are redigo's, so redigo's helpers
+// all bounded by one deadline: ctx's, or if it has none, Bounds.Command
+// (PoolTimeout plus 10 ReadTimeouts) from the call; ReadTimeout bounds
+// each silence of the reply. Replies are redigo's, so redigo's helpers
 // apply: redis.String(p.Do(ctx, "GET", key)).
 //
 // Blocking commands (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP, BZPOPMIN,
@@ -152,43 +155,65 @@ func (p *Pool) Get(ctx context.Context) (redis.Conn, error) {
 // describes, except WAIT and WAITAOF, whose meaning is tied to their
 // connection.
 //
-// Errors other than the server's own replies (redis.Error) are wrapped with
-// the command and address; they match the context's error with errors.Is
-// when the context ended the call.
-func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (reply any, err error) {
+// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE and MONITOR are refused, unsent, with
+// an error saying what to use instead: after them the server sends
+// replies nobody asked for, which Do, returning the connection after one
+// reply, would lose.
+//
+// A connection that could not be opened fails the call with its
+// *DialError, which names the address and the step; one the server
+// refused for the pool's configuration also matches ErrMisconfigured.
+// Other errors than the server's own replies (redis.Error) are wrapped
+// with the command and address; they match the context's error with
+// errors.Is when the context ended the call.
+func (p *Pool) Do(ctx context.Context, cmd string, args ...any) (any, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
-	if p.hooks.Load() != nil {
-		var hooked commandHooks
-		ctx = p.beforeCommand(ctx, cmd, &hooked)
-		defer func() { p.afterCommand(cmd, &hooked, err) }()
-	}
+	return p.underHooks(ctx, cmd, func(ctx context.Context) (any, error) { return p.do(ctx, cmd, args) })
+}
+
+// do is Do inside the Command hooks.
+func (p *Pool) do(ctx context.Context, cmd string, args []any) (any, error) {
 	info := lookupCommand(cmd, args)
+	if why := info.effect.notThroughDo(); why != "" {
+		return nil, fmt.Errorf("redisalive: %s through Do, not sent: %s", cmd, why)
+	}
 	if info.block.kind != notBlocking {
 		if total, ok := info.block.blockTime(args); ok {
 			return p.block(ctx, newBlockingCall(cmd, args, info.block, total, time.Now()))
 		}
 	}
-	if p.pipes != nil && info.effect == effNone && cmd != "" {
+	if p.pipes != nil && info.effect == effNone && cmd != "" && !p.zombies.pending() {
+		// While a connection abandoned after a failure awaits its kill,
+		// commands take the fenced path of a checkout (fence.go).
 		return p.pipelined(ctx, cmd, args)
 	}
 	start := time.Now()
 	wait := waitDeadline(ctx, start, p.cfg.poolTimeout)
 	deadline := wait
 	if _, ok := ctx.Deadline(); !ok {
-		deadline = wait.Add(p.cfg.readTimeout)
+		deadline = wait.Add(replyCap(p.cfg.readTimeout))
 	}
-	c, err := p.get(ctx, start, wait)
-	if err != nil {
-		return nil, err
+	for resent := false; ; resent = true {
+		c, err := p.get(ctx, start, wait)
+		if err != nil {
+			return nil, err
+		}
+		reply, err := c.run(ctx, deadline, func() (any, error) { return c.rc.Do(cmd, args...) })
+		// A server that answers it is no longer the master did not run the
+		// command: it goes once more to the master, on a new connection.
+		again := !resent && isDemotion(err) && p.demote(ctx, c, err.Error())
+		c.replied = err == nil
+		p.put(c, info.effect.reusable())
+		if again {
+			continue
+		}
+		if err != nil {
+			return reply, p.wrapErr(ctx, cmd, err)
+		}
+		return reply, nil
 	}
-	reply, err = c.run(ctx, deadline, func() (any, error) { return c.rc.Do(cmd, args...) })
-	p.put(c, info.effect.reusable())
-	if err != nil {
-		return reply, p.wrapErr(ctx, cmd, err)
-	}
-	return reply, nil
 }
 
 // waitDeadline is how long a checkout may wait: ctx's deadline, or
@@ -202,9 +227,28 @@ func waitDeadline(ctx context.Context, start time.Time, poolTimeout time.Duratio
 
 // get checks out a connection: an idle one that passes the checkout checks,
 // a new one if the pool has room, or the first one freed before
-// waitDeadline.
+// waitDeadline. With a zero waitDeadline it does not wait: if no
+// connection is free at once, it returns neither a connection nor an
+// error, and that is no checkout (no hook sees it).
 func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, error) {
 	c, err := p.take(ctx, start, waitDeadline)
+	for try := 1; c != nil && p.zombies.pending(); try++ {
+		if err = p.fence(ctx, c); err == nil {
+			break
+		}
+		// The kill failed on the network: that connection is dead too,
+		// and nothing was sent for the caller yet, so another may serve.
+		p.put(c, false)
+		c = nil
+		if ctxErr(ctx) != nil || try == fenceTries {
+			err = p.wrapErr(ctx, "checkout", err)
+			break
+		}
+		c, err = p.take(ctx, start, waitDeadline)
+	}
+	if c == nil && err == nil {
+		return nil, nil // none free at once
+	}
 	if p.hooks.Load() != nil {
 		took := time.Since(start)
 		p.each(func(h *Hook) {
@@ -216,6 +260,8 @@ func (p *Pool) get(ctx context.Context, start, waitDeadline time.Time) (*conn, e
 	return c, err
 }
 
+// take is get before the fence: a connection as get describes, or with a
+// zero waitDeadline none and no error if none is free at once.
 func (p *Pool) take(ctx context.Context, start, waitDeadline time.Time) (*conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, p.wrapErr(ctx, "checkout", err)
@@ -236,9 +282,12 @@ func (p *Pool) take(ctx context.Context, start, waitDeadline time.Time) (*conn, 
 		} else if p.numOpen < p.cfg.maxActive {
 			p.numOpen++
 			p.mu.Unlock()
-			return p.dial(ctx)
+			return p.dial(ctx, waitDeadline)
+		} else if waitDeadline.IsZero() {
+			p.mu.Unlock()
+			return nil, nil // the caller will not wait
 		} else {
-			w := p.enqueueLocked()
+			w := p.waiters.push()
 			p.mu.Unlock()
 			var err error
 			c, err = p.await(ctx, w, start, waitDeadline)
@@ -250,7 +299,7 @@ func (p *Pool) take(ctx context.Context, start, waitDeadline time.Time) (*conn, 
 				return nil, err
 			}
 			if c == nil { // handed a free slot
-				return p.dial(ctx)
+				return p.dial(ctx, waitDeadline)
 			}
 			now = time.Now()
 		}
@@ -265,17 +314,42 @@ func (p *Pool) take(ctx context.Context, start, waitDeadline time.Time) (*conn, 
 	}
 }
 
-// checkout vets an idle connection about to be handed out at now by the
-// pool's health rule, cheapest test first (age, a peek, a PING only when
-// it has been quiet a while), and closes it if it fails one.
+// freshReply is how soon after Do returned a connection, its reply just
+// read, a checkout may hand it out again without the peek.
+//
+// The peek finds a connection the server closed, or sent bytes on unasked,
+// while it sat unused; its worth grows with the time unused. A connection
+// Do returned a moment ago sat unused only that moment, and no check closes
+// the window between a checkout and the command's write anyway: skipping
+// the peek widens that window by at most freshReply. What closes a busy
+// connection (a restart, CLIENT KILL) fails the commands in flight on the
+// others whatever the checkout does; bytes sent unasked in the reply's own
+// write are caught at the return (put). Under load every connection is
+// that fresh, and the peek's recvfrom was then the one thing Do did that
+// redigo does not: 6-11% of the client's CPU per command, and 0.89-0.94x
+// redigo's throughput at 16 goroutines (BENCHMARKS.md, "Contended").
+const freshReply = time.Millisecond
+
+// checkout vets a connection about to be handed out at now by the pool's
+// health rule, cheapest test first (age, a peek, a PING only when it has
+// been quiet a while), and closes it if it fails one.
 func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
+	fresh := c.replied && now.Sub(c.returnedAt) < freshReply
+	c.replied = false
+	if p.stale(c) {
+		p.discard(c, CloseStale) // dropStale's sweep missed it: it was being checked
+		return errStale
+	}
 	v, _ := p.cfg.judge(c, now)
 	reason, err := v.closeReason(), errExpired
 	switch v {
 	case expireIdle, expireLifetime:
 	default:
-		reason = CloseDead
-		if err = c.checkIdle(now); err == nil && v == pingIt {
+		reason, err = CloseDead, nil
+		if !fresh {
+			err = c.checkIdle(now)
+		}
+		if err == nil && v == pingIt {
 			p.counters.healthChecks.Add(1)
 			if _, err = c.run(ctx, now.Add(p.cfg.readTimeout), func() (any, error) { return c.rc.Do("PING") }); err == nil {
 				c.pingedAt = now
@@ -293,14 +367,10 @@ func (p *Pool) checkout(ctx context.Context, c *conn, now time.Time) error {
 	return nil
 }
 
-var errExpired = errors.New("redisalive: connection expired")
-
-// enqueueLocked queues a checkout for the next free connection or slot.
-func (p *Pool) enqueueLocked() *waiter {
-	w := &waiter{ch: make(chan *conn, 1), queued: true}
-	w.elem = p.waiters.PushBack(w)
-	return w
-}
+var (
+	errExpired = errors.New("redisalive: connection expired")
+	errStale   = errors.New("redisalive: connection to a former master")
+)
 
 // await waits for what is handed to w until ctx ends or deadline passes;
 // start is when the checkout began, for the error's report. Only the time
@@ -308,45 +378,48 @@ func (p *Pool) enqueueLocked() *waiter {
 // first connection was dead) does not count its first wait again.
 func (p *Pool) await(ctx context.Context, w *waiter, start, deadline time.Time) (*conn, error) {
 	begin := time.Now()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	var ctxErr error
-	select {
-	case c, ok := <-w.ch:
-		p.counters.waitNanos.Add(int64(time.Since(begin)))
-		if !ok {
-			return nil, ErrPoolClosed
-		}
-		return c, nil
-	case <-ctx.Done():
-		ctxErr = ctx.Err()
-	case <-timer.C:
-	}
+	// A deadline that is ctx's own needs no timer of ours: ctx.Done says it.
+	d, hasDeadline := ctx.Deadline()
+	c, end := w.wait(ctx.Done(), deadline, !hasDeadline || !d.Equal(deadline))
 	p.counters.waitNanos.Add(int64(time.Since(begin)))
+	switch end {
+	case endHanded:
+		w.release()
+		return c, nil
+	case endClosed:
+		return nil, ErrPoolClosed
+	}
+	var ctxErr error
+	if end == endDone {
+		ctxErr = ctx.Err()
+	}
 
 	p.mu.Lock()
 	closed := p.closed
 	handedOver := !w.queued
 	if w.queued {
-		p.waiters.Remove(w.elem)
-		w.queued = false
+		p.waiters.remove(w)
 	}
 	tErr := &PoolTimeoutError{
 		Addr: p.cfg.addr, Waited: time.Since(start),
-		InUse: p.numOpen - len(p.idle), MaxActive: p.cfg.maxActive, Waiting: p.waiters.Len(),
+		InUse: p.numOpen - len(p.idle), MaxActive: p.cfg.maxActive, Waiting: p.waiters.len(),
+		Subscriptions: int(p.counters.subscriptionConns.Load()),
+		BlockingReads: int(p.counters.blockingConns.Load()),
 	}
 	p.mu.Unlock()
-	if handedOver {
+	if !handedOver {
+		w.release()
+	} else if c, ok := <-w.ch; ok {
 		// A connection or slot arrived as we gave up: pass it on. (Close
 		// closes the channel instead.)
-		if c, ok := <-w.ch; ok {
-			if c != nil {
-				p.put(c, true)
-			} else {
-				p.mu.Lock()
-				p.freeSlotLocked()
-				p.mu.Unlock()
-			}
+		w.release()
+		if c != nil {
+			c.replied = false // put times its return from now, not from the reply
+			p.put(c, true)
+		} else {
+			p.mu.Lock()
+			p.freeSlotLocked()
+			p.mu.Unlock()
 		}
 	}
 	if closed {
@@ -363,30 +436,28 @@ func (p *Pool) await(ctx context.Context, w *waiter, start, deadline time.Time) 
 	return nil, tErr
 }
 
-// dial opens a connection into a slot the caller already holds.
-func (p *Pool) dial(ctx context.Context) (*conn, error) {
+// dial opens a connection into a slot the caller already holds: each try
+// bounded by DialTimeout, and with Sentinel, trying again until
+// waitDeadline (openConn). Close abandons a dial in flight: a dead server
+// does not hold Close, or a caller, for a DialTimeout.
+func (p *Pool) dial(ctx context.Context, waitDeadline time.Time) (*conn, error) {
 	now := time.Now()
-	deadline := now.Add(p.cfg.dialTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	c, err := p.cfg.connect(ctx, deadline, now)
-	if p.hooks.Load() != nil {
-		took := time.Since(now)
-		p.each(func(h *Hook) {
-			if h.Dial != nil {
-				h.Dial(ctx, took, err)
-			}
-		})
+	dialCtx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(p.closing, cancel)
+	c, err := p.openConn(dialCtx, waitDeadline)
+	stop()
+	cancel()
+	if err != nil && p.closing.Err() != nil && ctx.Err() == nil {
+		err = ErrPoolClosed
 	}
 	if err != nil {
-		p.counters.dialErrors.Add(1)
 		p.mu.Lock()
 		p.freeSlotLocked()
 		p.mu.Unlock()
-		return nil, p.wrapErr(ctx, "connect", err)
+		return nil, err // a *DialError: it names the address and the step
 	}
 	p.counters.dials.Add(1)
+	c.zombies = &p.zombies
 	p.mu.Lock()
 	if p.closed {
 		p.freeSlotLocked()
@@ -407,12 +478,19 @@ func (p *Pool) dial(ctx context.Context) (*conn, error) {
 // left state on it that a later user must not inherit.
 func (p *Pool) put(c *conn, reuse bool) {
 	reason := CloseState
-	if c.broken() {
+	switch {
+	case p.stale(c): // cut by the failover, perhaps: that is why it broke
+		reuse, reason = false, CloseStale
+	case c.broken():
 		reuse, reason = false, CloseError
 		if c.canceled.Load() {
 			reason = CloseCanceled
 		}
-	} else if reuse {
+	case reuse && c.rc.Unread() > 0:
+		// The server sent more than was asked: the next caller would read
+		// it as the answer to its own command.
+		reuse, reason = false, CloseError
+	case reuse:
 		c.returnedAt = time.Now()
 	}
 	if p.hooks.Load() != nil {
@@ -451,7 +529,7 @@ func (p *Pool) putIdleLocked(c *conn, bottom bool) bool {
 	if p.closed {
 		return false
 	}
-	if w := p.popWaiterLocked(); w != nil {
+	if w := p.waiters.pop(); w != nil {
 		w.ch <- c
 		return true
 	}
@@ -512,7 +590,7 @@ func (p *Pool) forgetLocked(c *conn) {
 // it, or releases it.
 func (p *Pool) freeSlotLocked() {
 	if !p.closed {
-		if w := p.popWaiterLocked(); w != nil {
+		if w := p.waiters.pop(); w != nil {
 			w.ch <- nil
 			return
 		}
@@ -523,20 +601,13 @@ func (p *Pool) freeSlotLocked() {
 	}
 }
 
-func (p *Pool) popWaiterLocked() *waiter {
-	e := p.waiters.Front()
-	if e == nil {
-		return nil
-	}
-	w := p.waiters.Remove(e).(*waiter)
-	w.queued = false
-	return w
-}
-
 // wrapErr adds the operation and address to a connection-level error, and
 // the context's error when the context ended the call. Server error replies
 // pass through unchanged so that type switches on redis.Error keep working.
-func (p *runner) wrapErr(ctx context.Context, op string, err error) error {
+//
+// A *DialError, which names the address and the step already, passes
+// through too, unless the context has ended since and it does not say so.
+func (p *Pool) wrapErr(ctx context.Context, op string, err error) error {
 	if _, ok := err.(redis.Error); ok || errors.Is(err, ErrPoolClosed) {
 		return err
 	}
@@ -544,45 +615,56 @@ func (p *runner) wrapErr(ctx context.Context, op string, err error) error {
 	if d, ok := ctx.Deadline(); ok && ctxErr == nil && !time.Now().Before(d) {
 		ctxErr = context.DeadlineExceeded // the socket deadline beat the context's timer
 	}
+	if _, ok := err.(*DialError); ok && (ctxErr == nil || errors.Is(err, ctxErr)) {
+		return err
+	}
 	if ctxErr != nil && !errors.Is(err, ctxErr) {
 		return fmt.Errorf("redisalive: %s on %s: %w: %w", op, p.cfg.addr, ctxErr, err)
 	}
 	return fmt.Errorf("redisalive: %s on %s: %w", op, p.cfg.addr, err)
 }
 
-// Close closes the pool: new calls fail with ErrPoolClosed at once, idle
-// connections are closed at once, blocking reads stop after their current
-// round, and connections in use are closed as they are returned. Close waits
+// Close closes the pool: new calls fail with ErrPoolClosed at once, and so
+// do calls dialling a connection, idle connections are closed at once,
+// blocking reads stop after their current round, and connections in use
+// are closed as they are returned. Close waits
 // for those at most as long as a well-behaved command can take (the longest
 // of DialTimeout, ReadTimeout+WriteTimeout and BlockSlice+500ms), then
 // closes the stragglers' sockets under them and reports how many. When it
 // returns, no goroutine of the pool is running and no socket of it is
 // open. Calling it again is safe.
+//
+// The error, if connections were still checked out when the wait ended,
+// says how many and matches ErrInUseAtClose; their holders' next use of
+// them fails with an error matching ErrPoolClosed.
 func (p *Pool) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.bounds().Close)
+	wait := p.cfg.bounds().Close
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	return p.Shutdown(ctx)
+	err := p.shutdown(ctx)
+	if e, ok := err.(*inUseAtClose); ok {
+		e.op, e.waited, e.ctxErr = "Close", wait, nil // Close's own wait, not a caller's context
+	}
+	return err
 }
 
 // Shutdown closes the pool gracefully: it refuses new checkouts, lets calls
 // in flight finish until ctx is done, then closes everything as Close does.
-// It returns an error matching ctx's error if connections were still in use
-// when ctx ended.
+// If connections were still in use when ctx ended, it returns an error
+// matching ErrInUseAtClose and ctx's error; their holders' next use of
+// them fails with an error matching ErrPoolClosed.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	if ctx == nil {
-		return errNilContext
+		return ErrNilContext
 	}
-	first := false
-	p.closeOnce.Do(func() { first = true })
-	if !first {
-		select {
-		case <-p.closeDone:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	return p.shutdown(ctx)
+}
+
+func (p *Pool) shutdown(ctx context.Context) error {
+	if first, err := p.closeGate.enter(ctx); !first {
+		return err
 	}
-	defer close(p.closeDone)
+	defer p.closeGate.leave()
 	p.each(func(h *Hook) {
 		if h.PoolClosing != nil {
 			h.PoolClosing()
@@ -597,22 +679,21 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		delete(p.all, c)
 	}
 	p.numOpen -= len(idle)
-	for e := p.waiters.Front(); e != nil; e = e.Next() {
-		w := e.Value.(*waiter)
-		w.queued = false
-		close(w.ch)
-	}
-	p.waiters.Init()
+	p.waiters.closeAll()
 	if p.numOpen == 0 {
 		close(p.drained)
 	}
 	p.mu.Unlock()
 
 	p.cancel()
+	p.wg.Wait()
+	if p.sentinel != nil {
+		p.sentinel.close() // its watchers, background goroutines, have ended
+	}
+	p.fenceAtClose(ctx, idle)
 	for _, c := range idle {
 		c.close()
 	}
-	p.wg.Wait()
 
 	// Drained first: a ctx already done must not turn a clean shutdown
 	// into an error.
@@ -636,13 +717,10 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		return nil // the last one came back as ctx ended
 	}
 	for _, c := range stragglers {
-		c.nc.Conn.Close() // the holder's next use fails; its return frees the slot
+		c.closedByPool.Store(true) // before the close its holder may see
+		c.nc.Conn.Close()          // the holder's next use fails; its return frees the slot
 	}
-	noun := "connections"
-	if len(stragglers) == 1 {
-		noun = "connection"
-	}
-	return fmt.Errorf("redisalive: closed %d %s still in use at shutdown: %w", len(stragglers), noun, ctx.Err())
+	return &inUseAtClose{op: "Shutdown", n: len(stragglers), ctxErr: ctx.Err()}
 }
 
 // trackCheckout records who checked a connection out, for leak reports.

@@ -3,6 +3,8 @@ package redisalive_test
 import (
 	"context"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 func TestServerIdleTimeoutLeavesNoCloseWaitAfterHealthCheckInterval(t *testing.T) {
@@ -35,8 +40,8 @@ func TestServerIdleTimeoutLeavesNoCloseWaitAfterHealthCheckInterval(t *testing.T
 	// may be dropped on different ticks of the server's cron, and the
 	// pool's sweep may close some before the last is dropped, so wait for
 	// none to be left open rather than for five in CLOSE_WAIT.
-	waitFor(t, 5*time.Second, "server closed the idle connections", func() bool { return clientStates(t, srv.Port())["ESTABLISHED"] == 0 })
-	took := waitFor(t, interval+2*time.Second, "no CLOSE_WAIT", func() bool { return clientStates(t, srv.Port())["CLOSE_WAIT"] == 0 })
+	testkit.WaitFor(t, 5*time.Second, "server closed the idle connections", func() bool { return clientStates(t, srv.Port())["ESTABLISHED"] == 0 })
+	took := testkit.WaitFor(t, interval+2*time.Second, "no CLOSE_WAIT", func() bool { return clientStates(t, srv.Port())["CLOSE_WAIT"] == 0 })
 	t.Logf("CLOSE_WAIT sockets gone %v after the server closed them (HealthCheckInterval %v)", took, interval)
 
 	s := p.Stats()
@@ -58,7 +63,7 @@ func TestCheckoutReplacesServerClosedConnectionInvisibly(t *testing.T) {
 
 	srv.Do(t, "CLIENT", "KILL", "TYPE", "normal") // spares the admin connection itself
 	// In CLOSE_WAIT, or already closed by the pool's once-a-second sweep.
-	waitFor(t, 5*time.Second, "the server's close reaching the pool's socket", func() bool { return clientStates(t, srv.Port())["ESTABLISHED"] == 0 })
+	testkit.WaitFor(t, 5*time.Second, "the server's close reaching the pool's socket", func() bool { return clientStates(t, srv.Port())["ESTABLISHED"] == 0 })
 
 	v, err := redis.String(p.Do(context.Background(), "GET", "k"))
 	require.NoError(t, err, "a server-closed idle connection must never reach the caller")
@@ -93,7 +98,7 @@ func TestCloseLeavesServerConnectedClientsAtBaseline(t *testing.T) {
 }
 
 func TestHealthCheckerPingsOnlyConnectionsIdleForAnInterval(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{HealthCheckInterval: 200 * time.Millisecond})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{HealthCheckInterval: 200 * time.Millisecond})
 	ctx := context.Background()
 	// Busy: used every 20ms for several intervals.
 	deadline := time.Now().Add(700 * time.Millisecond)
@@ -107,7 +112,7 @@ func TestHealthCheckerPingsOnlyConnectionsIdleForAnInterval(t *testing.T) {
 	// Idle: each interval brings one PING.
 	// A pass takes the connection out of the idle list while it PINGs it,
 	// so wait for it to be back rather than sampling mid-pass.
-	waitFor(t, 2*time.Second, "two health PINGs, connection back in the idle list", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "two health PINGs, connection back in the idle list", func() bool {
 		s := p.Stats()
 		return s.HealthChecks >= 2 && s.Idle == 1
 	})
@@ -117,19 +122,19 @@ func TestHealthCheckerPingsOnlyConnectionsIdleForAnInterval(t *testing.T) {
 }
 
 func TestHealthCheckerClosesConnectionsPastIdleTimeout(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{IdleTimeout: 100 * time.Millisecond, HealthCheckInterval: 50 * time.Millisecond})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{IdleTimeout: 100 * time.Millisecond, HealthCheckInterval: 50 * time.Millisecond})
 	fillIdle(t, p, 3)
-	waitFor(t, 2*time.Second, "idle connections closed", func() bool { return p.Stats().IdleClosed == 3 })
+	testkit.WaitFor(t, 2*time.Second, "idle connections closed", func() bool { return p.Stats().IdleClosed == 3 })
 	assert.Equal(t, 0, p.Stats().Active)
 }
 
 func TestLeakDetectionLogsHolderStackOnce(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.LogBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	p, _ := newMiniPool(t, redisalive.Options{LeakDetectionThreshold: 50 * time.Millisecond, Logger: logger})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{LeakDetectionThreshold: 50 * time.Millisecond, Logger: logger})
 	c, err := p.Get(context.Background())
 	require.NoError(t, err)
-	waitFor(t, 2*time.Second, "leak reported", func() bool { return p.Stats().Leaks == 1 })
+	testkit.WaitFor(t, 2*time.Second, "leak reported", func() bool { return p.Stats().Leaks == 1 })
 	// The checker wakes at least every threshold; several more passes must
 	// not report the same connection again.
 	time.Sleep(300 * time.Millisecond)
@@ -143,7 +148,7 @@ func TestLeakDetectionLogsHolderStackOnce(t *testing.T) {
 // still one wait, and only the time actually spent waiting counts.
 func TestCheckoutHandedADeadConnectionCountsOneWaitAndOnlyItsWaitingTime(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{MaxActive: 2, PoolTimeout: 10 * time.Second})
+	p := pooltest.OnServer(t, srv, redisalive.Options{MaxActive: 2, PoolTimeout: 10 * time.Second})
 	ctx := context.Background()
 	doomed, err := p.Get(ctx)
 	require.NoError(t, err)
@@ -167,16 +172,16 @@ func TestCheckoutHandedADeadConnectionCountsOneWaitAndOnlyItsWaitingTime(t *test
 				c.Close()
 			}
 		})
-		waitFor(t, 2*time.Second, "waiters queued", func() bool { return p.Stats().Waiting == n })
+		testkit.WaitFor(t, 2*time.Second, "waiters queued", func() bool { return p.Stats().Waiting == n })
 	}
 	srv.Do(t, "CLIENT", "KILL", "ID", id)
-	waitFor(t, 2*time.Second, "the killed connection in CLOSE_WAIT", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the killed connection in CLOSE_WAIT", func() bool {
 		return clientStates(t, srv.Port())["CLOSE_WAIT"] == 1
 	})
 	time.Sleep(200 * time.Millisecond) // lengthens the first wait; not synchronisation
 	require.NoError(t, doomed.Close()) // to the first waiter, who finds it dead
 	w2 := <-waited                     // the second waiter dials into the freed slot
-	waitFor(t, 2*time.Second, "the first waiter waiting again", func() bool { return p.Stats().Waiting == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the first waiter waiting again", func() bool { return p.Stats().Waiting == 1 })
 	time.Sleep(200 * time.Millisecond) // lengthens the second wait; not synchronisation
 	require.NoError(t, other.Close())
 	w1 := <-waited
@@ -186,4 +191,111 @@ func TestCheckoutHandedADeadConnectionCountsOneWaitAndOnlyItsWaitingTime(t *test
 	assert.Equal(t, int64(1), s.DeadClosed, "DeadClosed")
 	assert.LessOrEqual(t, s.WaitDuration, w1+w2, "WaitDuration: got %v, but the checkouts took %v and %v in all", s.WaitDuration, w1, w2)
 	assert.GreaterOrEqual(t, s.WaitDuration, w1+w2-100*time.Millisecond, "WaitDuration: got %v for checkouts of %v and %v", s.WaitDuration, w1, w2)
+}
+
+// getPaths read a key the three ways a caller can: Do, Do on shared
+// connections, and Do on a connection from Get.
+var getPaths = []struct {
+	name string
+	opts redisalive.Options
+	get  func(ctx context.Context, p *redisalive.Pool, key string) (string, error)
+}{
+	{"Do", redisalive.Options{}, getWithDo},
+	{"AutoPipeline", redisalive.Options{AutoPipeline: true}, getWithDo},
+	{"Get", redisalive.Options{}, func(ctx context.Context, p *redisalive.Pool, key string) (string, error) {
+		c, err := p.Get(ctx)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return redis.String(c.Do("GET", key))
+	}},
+}
+
+func getWithDo(ctx context.Context, p *redisalive.Pool, key string) (string, error) {
+	return redis.String(p.Do(ctx, "GET", key))
+}
+
+// slowLinkPool sets key to a value of size bytes on srv, and returns a pool
+// that reaches srv through a fault proxy, and the proxy.
+func slowLinkPool(t *testing.T, srv *redistest.Server, opts redisalive.Options, key string, size int) (*redisalive.Pool, *faultproxy.Proxy, string) {
+	t.Helper()
+	value := strings.Repeat("v", size)
+	srv.Do(t, "SET", key, value)
+	px, err := faultproxy.New(srv.Addr())
+	require.NoError(t, err)
+	t.Cleanup(func() { px.Close() })
+	opts.Addr = px.Addr()
+	p := pooltest.New(t, opts)
+	_, err = p.Do(context.Background(), "PING") // connected before the link slows
+	require.NoError(t, err)
+	return p, px, value
+}
+
+// TestASlowButLiveLinkDeliversALargeValuePastReadTimeout: ReadTimeout
+// bounds silence, not a reply: 128 KiB at 64 KiB/s takes 2 s, four times
+// ReadTimeout, and arrives whole on every path.
+func TestASlowButLiveLinkDeliversALargeValuePastReadTimeout(t *testing.T) {
+	srv := redistest.Start(t)
+	const readTimeout = 500 * time.Millisecond
+	for _, path := range getPaths {
+		t.Run(path.name, func(t *testing.T) {
+			opts := path.opts
+			opts.ReadTimeout = readTimeout
+			p, px, value := slowLinkPool(t, srv, opts, "big", 128<<10)
+			px.SetSlice(faultproxy.ToClient, 4<<10, 62500*time.Microsecond) // 64 KiB/s
+			start := time.Now()
+			got, err := path.get(context.Background(), p, "big")
+			took := time.Since(start)
+			require.NoError(t, err, "after %v", took)
+			assert.Equal(t, len(value), len(got), "bytes of the value")
+			assert.Greater(t, took, 3*readTimeout, "the link was not slow: the test proves nothing")
+		})
+	}
+}
+
+// TestALinkThatFallsSilentMidReplyFailsAtReadTimeout: a peer that sends a
+// byte, then nothing for longer than ReadTimeout, fails the call about
+// ReadTimeout after its last byte, however long the reply has to go.
+func TestALinkThatFallsSilentMidReplyFailsAtReadTimeout(t *testing.T) {
+	srv := redistest.Start(t)
+	const readTimeout = 300 * time.Millisecond
+	for _, path := range getPaths {
+		t.Run(path.name, func(t *testing.T) {
+			opts := path.opts
+			opts.ReadTimeout = readTimeout
+			p, px, _ := slowLinkPool(t, srv, opts, "trickled", 100)
+			px.SetSlice(faultproxy.ToClient, 1, 4*readTimeout) // a byte, then silence
+			start := time.Now()
+			_, err := path.get(context.Background(), p, "trickled")
+			took := time.Since(start)
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			assert.GreaterOrEqual(t, took, readTimeout-readTimeout/100, "failed after %v", took)
+			assert.Less(t, took, readTimeout+700*time.Millisecond, "failed after %v, want about ReadTimeout", took)
+		})
+	}
+}
+
+// TestAPeerThatTricklesForeverIsCutOffAtTheReplyCap: a byte every half
+// ReadTimeout is never silent for long enough to fail, so without a ctx
+// deadline a reply is capped at 10 ReadTimeouts (Bounds.Command).
+func TestAPeerThatTricklesForeverIsCutOffAtTheReplyCap(t *testing.T) {
+	srv := redistest.Start(t)
+	const readTimeout = 100 * time.Millisecond
+	for _, path := range getPaths {
+		t.Run(path.name, func(t *testing.T) {
+			opts := path.opts
+			opts.ReadTimeout = readTimeout
+			p, px, _ := slowLinkPool(t, srv, opts, "endless", 10<<10) // 50 s at this pace
+			px.SetSlice(faultproxy.ToClient, 1, readTimeout/2)
+			start := time.Now()
+			_, err := path.get(context.Background(), p, "endless")
+			took := time.Since(start)
+			require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+			assert.GreaterOrEqual(t, took, 10*readTimeout-readTimeout/10, "cut off after %v", took)
+			// The shared connections are watched by the checker, once a
+			// second: up to a second more.
+			assert.Less(t, took, p.Bounds().Command+time.Second+500*time.Millisecond, "cut off after %v, want within Bounds().Command", took)
+		})
+	}
 }

@@ -2,9 +2,15 @@ package redisalive
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -83,20 +89,45 @@ var subVerbs = [numSubKinds]struct {
 // A Subscription is safe for concurrent use. Close it, or close the pool,
 // to release its connection; no goroutine of it outlives either.
 type Subscription struct {
-	p      *Pool
+	pool   subscriptionPool
 	ctx    context.Context    // ends with Close or the pool's
 	cancel context.CancelFunc // Close
 	out    chan delivery      // to Receive, in order
 	done   chan struct{}      // closed when the reader has ended and returned its connection
+	last   lastFailure        // the last connection failure, for errors while connecting
 
 	mu       sync.Mutex // guards the fields below
-	conn     *conn      // the current connection; nil while reconnecting
+	conn     *subConn   // the current connection; nil while reconnecting
 	subs     [numSubKinds]map[string]bool
 	inflight []pendingSub      // subscribe commands sent on conn, confirmations due, in order
 	failed   map[subName]error // names the server refused, until their Subscribe returns
 	changed  chan struct{}     // closed and replaced when the above change
-	lastErr  error             // the last connection failure, for errors while connecting
-	ended    error             // why the reader ended: ErrSubscriptionClosed or ErrPoolClosed
+	ended    error             // why the reader ended: ErrSubscriptionClosed, ErrPoolClosed or a configuration error
+}
+
+// subscriptionPool is what a Subscription uses of its Pool: the calls it
+// makes and the settings it depends on, captured once by subscribe, so
+// that the subscription depends on this much of the pool and nothing more.
+type subscriptionPool struct {
+	addr   string
+	logger *slog.Logger
+	// confirmWait bounds a wait for the server's confirmation when the
+	// caller's ctx has no deadline: PoolTimeout plus ReadTimeout.
+	confirmWait time.Duration
+	// closing is done once the pool's Close or Shutdown begins.
+	closing context.Context
+	// goBackground runs the reader on a goroutine the pool's Close waits
+	// for; it reports false, running nothing, once the pool is closed.
+	goBackground func(f func()) bool
+	// connect checks out a connection to subscribe on (subConn).
+	connect func(ctx context.Context) (*subConn, error)
+	backoff func(ctx context.Context, failures int) error
+	// warnRetry logs a warning of a retry loop, at most once per
+	// warnEvery for the whole pool.
+	warnRetry func(msg string, args ...any)
+	// open counts the open Subscriptions, gaps the gaps they reported:
+	// Stats.Subscriptions and Stats.SubscriptionGaps.
+	open, gaps *atomic.Int64
 }
 
 // delivery is a message, or the report of a gap.
@@ -120,8 +151,10 @@ type subName struct {
 
 // Subscribe subscribes to channels on a connection of the subscription's
 // own and returns once the server has confirmed them, or when ctx (or, if
-// ctx has no deadline, PoolTimeout plus ReadTimeout) ends. See
-// Subscription.
+// ctx has no deadline, PoolTimeout plus ReadTimeout) ends; that error
+// carries the last connection error, if connecting failed. A dial the
+// server refused for the pool's configuration (ErrMisconfigured) is
+// returned at once. See Subscription.
 func (p *Pool) Subscribe(ctx context.Context, channels ...string) (*Subscription, error) {
 	return p.subscribe(ctx, kindChannel, channels)
 }
@@ -138,10 +171,10 @@ func (p *Pool) SSubscribe(ctx context.Context, channels ...string) (*Subscriptio
 
 func (p *Pool) subscribe(ctx context.Context, kind subKind, names []string) (*Subscription, error) {
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, ErrNilContext
 	}
 	s := &Subscription{
-		p:       p,
+		pool:    p.subscriptionSeam(),
 		out:     make(chan delivery, subscriptionBuffer),
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
@@ -153,8 +186,8 @@ func (p *Pool) subscribe(ctx context.Context, kind subKind, names []string) (*Su
 	for _, n := range names {
 		s.subs[kind][n] = false
 	}
-	s.ctx, s.cancel = context.WithCancel(p.closing)
-	if !p.goBackground(s.run) {
+	s.ctx, s.cancel = context.WithCancel(s.pool.closing)
+	if !s.pool.goBackground(s.run) {
 		s.cancel()
 		return nil, ErrPoolClosed
 	}
@@ -204,7 +237,7 @@ func (s *Subscription) SUnsubscribe(ctx context.Context, channels ...string) err
 
 func (s *Subscription) change(ctx context.Context, kind subKind, on bool, names []string) error {
 	if ctx == nil {
-		return errNilContext
+		return ErrNilContext
 	}
 	if on && len(names) == 0 {
 		return fmt.Errorf("redisalive: %s needs at least one name", subVerbs[kind].sub)
@@ -240,7 +273,7 @@ func (s *Subscription) change(ctx context.Context, kind subKind, on bool, names 
 		}
 		// Taken before s.mu is released, so commands reach the wire in
 		// the order their confirmations are queued.
-		c.wmu.Lock()
+		c.lockWrites()
 	}
 	s.mu.Unlock()
 	if c != nil && len(send) > 0 {
@@ -250,10 +283,10 @@ func (s *Subscription) change(ctx context.Context, kind subKind, on bool, names 
 		if !on {
 			verb = subVerbs[kind].unsub
 		}
-		if c.rc.Send(verb, redis.Args{}.AddFlat(send)...) == nil {
-			c.rc.Flush()
+		if c.send(verb, send) == nil {
+			c.flush()
 		}
-		c.wmu.Unlock()
+		c.unlockWrites()
 	}
 	if !on {
 		return nil
@@ -267,7 +300,7 @@ func (s *Subscription) change(ctx context.Context, kind subKind, on bool, names 
 func (s *Subscription) await(ctx context.Context, kind subKind, names []string) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.p.cfg.poolTimeout+s.p.cfg.readTimeout)
+		ctx, cancel = context.WithTimeout(ctx, s.pool.confirmWait)
 		defer cancel()
 	}
 	for {
@@ -293,26 +326,21 @@ func (s *Subscription) await(ctx context.Context, kind subKind, names []string) 
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			err := fmt.Errorf("redisalive: %s on %s: not confirmed: %w", subVerbs[kind].sub, s.p.cfg.addr, ctx.Err())
-			s.mu.Lock()
-			lastErr := s.lastErr
-			s.mu.Unlock()
-			if lastErr != nil {
-				err = fmt.Errorf("%w (last connection error: %w)", err, lastErr)
-			}
-			return err
+			return s.last.wrap(fmt.Errorf("redisalive: %s on %s: not confirmed: %w", subVerbs[kind].sub, s.pool.addr, ctx.Err()))
 		}
 	}
 }
 
 // Receive returns the next message. It returns a *GapError (matching
 // ErrMessagesLost) once after a reconnect, an error matching ctx's error
-// when ctx ends first, ErrSubscriptionClosed after Close and ErrPoolClosed
-// after the pool's Close; the subscription stays usable after the first
-// two.
+// when ctx ends first, ErrSubscriptionClosed after Close, ErrPoolClosed
+// after the pool's Close, and the *DialError (matching ErrMisconfigured)
+// of a reconnect the server refused for the pool's configuration; the
+// subscription stays usable after the first two, and has ended after the
+// others.
 func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 	if ctx == nil {
-		return Message{}, errNilContext
+		return Message{}, ErrNilContext
 	}
 	for {
 		select {
@@ -330,7 +358,7 @@ func (s *Subscription) Receive(ctx context.Context) (Message, error) {
 			}
 			return d.msg, nil
 		case <-ctx.Done():
-			return Message{}, fmt.Errorf("redisalive: receive on %s: %w", s.p.cfg.addr, ctx.Err())
+			return Message{}, fmt.Errorf("redisalive: receive on %s: %w", s.pool.addr, ctx.Err())
 		case <-s.done:
 			return Message{}, s.endErr()
 		}
@@ -370,10 +398,10 @@ func (s *Subscription) wants(m Message) bool {
 // delivers until the subscription or the pool closes, and reconnects when
 // the link fails.
 func (s *Subscription) run() {
-	p := s.p
+	p := s.pool
 	defer close(s.done) // last: Close returns once everything below is undone
-	p.counters.subscriptions.Add(1)
-	defer p.counters.subscriptions.Add(-1)
+	p.open.Add(1)
+	defer p.open.Add(-1)
 	var (
 		gap      *GapError // a lost connection, reported once subscribed again
 		failures int
@@ -383,26 +411,28 @@ func (s *Subscription) run() {
 		c, err := s.connect()
 		if err == nil {
 			if failures > 0 || gap != nil {
-				p.cfg.logger.Info("redisalive: subscription reconnected", "addr", p.cfg.addr, "failed_attempts", failures)
+				p.logger.Info("redisalive: subscription reconnected", "addr", p.addr, "failed_attempts", failures)
 			}
 			failures = 0
 			err = s.read(c, &gap, &lastRead)
 			s.drop(c, err)
 		}
 		if s.ctx.Err() != nil {
-			s.end()
+			s.end(nil)
+			return
+		}
+		if errors.Is(err, ErrMisconfigured) {
+			s.end(err) // retrying cannot mend it: every caller hears of it
 			return
 		}
 		if gap == nil {
-			gap = &GapError{Addr: p.cfg.addr, Since: lastRead, Cause: err}
+			gap = &GapError{Addr: p.addr, Since: lastRead, Cause: err}
 		}
 		failures++
-		if p.blockLog.allow() {
-			p.cfg.logger.Warn("redisalive: subscription lost its connection; reconnecting",
-				"addr", p.cfg.addr, "consecutive_failures", failures, "err", err)
-		}
+		p.warnRetry("redisalive: subscription lost its connection; reconnecting",
+			"addr", p.addr, "consecutive_failures", failures, "err", err)
 		if p.backoff(s.ctx, failures) != nil {
-			s.end()
+			s.end(nil)
 			return
 		}
 	}
@@ -410,17 +440,13 @@ func (s *Subscription) run() {
 
 // connect checks out a connection and subscribes on it to everything the
 // subscription holds.
-func (s *Subscription) connect() (*conn, error) {
-	p := s.p
-	start := time.Now()
-	c, err := p.get(s.ctx, start, start.Add(p.cfg.poolTimeout))
+func (s *Subscription) connect() (*subConn, error) {
+	c, err := s.pool.connect(s.ctx)
 	if err != nil {
-		s.mu.Lock()
-		s.lastErr = err
-		s.mu.Unlock()
+		s.last.note(s.ctx, err)
 		return nil, err
 	}
-	c.nc.quiet = p.quietRead(c)
+	s.last.clear()
 	s.mu.Lock()
 	s.conn = c
 	s.inflight = s.inflight[:0]
@@ -434,15 +460,15 @@ func (s *Subscription) connect() (*conn, error) {
 	}
 	cmds := slices.Clone(s.inflight)
 	s.broadcastLocked()
-	c.wmu.Lock()
+	c.lockWrites()
 	s.mu.Unlock()
 	for _, cmd := range cmds {
-		err = c.rc.Send(subVerbs[cmd.kind].sub, redis.Args{}.AddFlat(cmd.names)...)
+		err = c.send(subVerbs[cmd.kind].sub, cmd.names)
 	}
 	if err == nil {
-		err = c.rc.Flush()
+		err = c.flush()
 	}
-	c.wmu.Unlock()
+	c.unlockWrites()
 	if err != nil {
 		s.drop(c, err)
 		return nil, err
@@ -452,8 +478,8 @@ func (s *Subscription) connect() (*conn, error) {
 
 // read reads from c until it fails or the subscription ends, delivering
 // messages, and the pending gap once every name is confirmed again.
-func (s *Subscription) read(c *conn, gap **GapError, lastRead *time.Time) error {
-	stop := context.AfterFunc(s.ctx, c.nc.abort)
+func (s *Subscription) read(c *subConn, gap **GapError, lastRead *time.Time) error {
+	stop := context.AfterFunc(s.ctx, c.abort)
 	defer stop()
 	for {
 		if *gap != nil && s.confirmedAll() {
@@ -461,11 +487,11 @@ func (s *Subscription) read(c *conn, gap **GapError, lastRead *time.Time) error 
 			if !s.deliver(delivery{err: *gap}) {
 				return ErrSubscriptionClosed
 			}
-			s.p.counters.subscriptionGaps.Add(1)
+			s.pool.gaps.Add(1)
 			*gap = nil
 		}
-		reply, err := redis.ReceiveWithTimeout(c.rc, 0)
-		if serverErr, ok := err.(redis.Error); ok && c.rc.Err() == nil {
+		reply, err := c.receive()
+		if serverErr, ok := err.(redis.Error); ok && c.sound() {
 			s.refuse(serverErr)
 			continue
 		}
@@ -563,14 +589,13 @@ func (s *Subscription) confirmedAll() bool {
 }
 
 // drop gives up the current connection after err.
-func (s *Subscription) drop(c *conn, err error) {
+func (s *Subscription) drop(c *subConn, err error) {
+	s.last.note(s.ctx, err)
 	s.mu.Lock()
 	s.conn = nil
 	s.inflight = s.inflight[:0]
-	s.lastErr = err
 	s.broadcastLocked()
 	s.mu.Unlock()
-	c.nc.quiet = nil
 	reason := CloseError
 	switch {
 	case s.ctx.Err() != nil:
@@ -578,16 +603,21 @@ func (s *Subscription) drop(c *conn, err error) {
 	case isTimeout(err):
 		reason = CloseDead // its keepalive PING went unanswered
 	}
-	s.p.discard(c, reason)
+	c.giveBack(reason)
 }
 
-// end records why the reader ended and wakes everyone waiting.
-func (s *Subscription) end() {
+// end records why the reader ended, err or else the close of the
+// subscription or the pool, and wakes everyone waiting.
+func (s *Subscription) end(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ended = ErrSubscriptionClosed
-	if s.p.closing.Err() != nil {
+	switch {
+	case err != nil:
+		s.ended = err
+	case s.pool.closing.Err() != nil:
 		s.ended = ErrPoolClosed
+	default:
+		s.ended = ErrSubscriptionClosed
 	}
 	s.broadcastLocked()
 }
@@ -597,9 +627,83 @@ func (s *Subscription) broadcastLocked() {
 	s.changed = make(chan struct{})
 }
 
+// The pool's side of a Subscription's seam: all it reaches of the pool
+// and of a connection goes through here.
+
+// subscriptionSeam captures a Subscription's subscriptionPool.
+func (p *Pool) subscriptionSeam() subscriptionPool {
+	return subscriptionPool{
+		addr:         p.cfg.addr,
+		logger:       p.cfg.logger,
+		confirmWait:  p.cfg.poolTimeout + p.cfg.readTimeout,
+		closing:      p.closing,
+		goBackground: p.goBackground,
+		connect:      p.lendToSubscription,
+		backoff:      p.backoff,
+		warnRetry:    p.warnRetry,
+		open:         &p.counters.subscriptions,
+		gaps:         &p.counters.subscriptionGaps,
+	}
+}
+
+// subConn is a connection lent to a Subscription. Its reads wait quietly
+// (quietRead), and writers hold its write lock, since a keepalive PING
+// may be sent from the reading goroutine.
+type subConn struct {
+	p *Pool
+	c *conn
+}
+
+// lendToSubscription checks out a connection for a Subscription, waiting
+// at most PoolTimeout: counted as a subscription's, read quietly, and cut
+// by a failover, so that the subscription moves to the new master.
+func (p *Pool) lendToSubscription(ctx context.Context) (*subConn, error) {
+	start := time.Now()
+	c, err := p.get(ctx, start, start.Add(p.cfg.poolTimeout))
+	if err != nil {
+		return nil, err
+	}
+	p.counters.subscriptionConns.Add(1)
+	c.nc.quiet = p.quietRead(c)
+	c.waiting.Store(true)
+	return &subConn{p: p, c: c}, nil
+}
+
+func (sc *subConn) lockWrites()   { sc.c.wmu.Lock() }
+func (sc *subConn) unlockWrites() { sc.c.wmu.Unlock() }
+
+// send writes a (un)subscribe command for names to the output buffer; the
+// caller holds the write lock.
+func (sc *subConn) send(verb string, names []string) error {
+	return sc.c.rc.Send(verb, redis.Args{}.AddFlat(names)...)
+}
+
+// flush writes the output buffer; the caller holds the write lock.
+func (sc *subConn) flush() error { return sc.c.rc.Flush() }
+
+// receive reads the next reply, waiting quietly for it; once it has begun,
+// the rest must come within ReadTimeout.
+func (sc *subConn) receive() (any, error) {
+	return sc.c.rc.ReceiveWithTimeouts(0, sc.p.cfg.readTimeout)
+}
+
+// sound reports whether the connection is still usable: an error reply
+// leaves it so, a failed read does not.
+func (sc *subConn) sound() bool { return sc.c.rc.Err() == nil }
+
+// abort cuts a read in progress; the connection is unusable after it.
+func (sc *subConn) abort() { sc.c.nc.abort() }
+
+// giveBack closes the connection, counting why.
+func (sc *subConn) giveBack(reason CloseReason) {
+	sc.c.nc.quiet = nil
+	sc.p.counters.subscriptionConns.Add(-1)
+	sc.p.discard(sc.c, reason)
+}
+
 // quietRead sets up the quiet reads of a subscribed connection; its PINGs
 // count as health checks.
-func (p *runner) quietRead(c *conn) *quietRead {
+func (p *Pool) quietRead(c *conn) *quietRead {
 	return &quietRead{
 		every:  p.cfg.pingInterval,
 		within: p.cfg.readTimeout,
@@ -611,6 +715,48 @@ func (p *runner) quietRead(c *conn) *quietRead {
 			return true
 		},
 	}
+}
+
+// keepalivePing is the argument of the PINGs a quiet read sends; replies
+// carrying it are the pool's own and never reach a caller. The random part
+// keeps an application's PING from being taken for one.
+var keepalivePing = func() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "redisalive-keepalive-" + hex.EncodeToString(b)
+}()
+
+// isKeepalivePong reports whether reply answers sendKeepalivePing: a bulk
+// string outside subscribed mode, ["pong", arg] inside it.
+func isKeepalivePong(reply any) bool {
+	if r, ok := reply.([]any); ok && len(r) == 2 {
+		if kind, ok := r[0].([]byte); ok && string(kind) == "pong" {
+			reply = r[1]
+		}
+	}
+	b, ok := reply.([]byte)
+	return ok && string(b) == keepalivePing
+}
+
+// subscriptionCount reads a (un)subscribe confirmation: the count of the
+// subscriptions left, which Redis keeps apart for shard channels and for
+// channels and patterns together; ok is false for any other reply.
+func subscriptionCount(reply any) (n int64, shard, ok bool) {
+	r, isArray := reply.([]any)
+	if !isArray || len(r) != 3 {
+		return 0, false, false
+	}
+	kind, _ := r[0].([]byte)
+	n, isCount := r[2].(int64)
+	if !isCount {
+		return 0, false, false
+	}
+	for k, v := range subVerbs {
+		if strings.EqualFold(string(kind), v.sub) || strings.EqualFold(string(kind), v.unsub) {
+			return n, subKind(k) == kindShard, true
+		}
+	}
+	return 0, false, false
 }
 
 func sortedKeys(m map[string]bool) []string {

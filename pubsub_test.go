@@ -3,7 +3,6 @@ package redisalive_test
 import (
 	"context"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -13,7 +12,9 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 // quickPubSub notices a dead link under a quiet subscription within
@@ -30,7 +31,7 @@ func receive(t *testing.T, s *redisalive.Subscription, within time.Duration) (re
 
 func TestSubscriptionReceivesMessagesOfChannelsPatternsAndShardChannels(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{})
+	p := pooltest.OnServer(t, srv, redisalive.Options{})
 	ctx := context.Background()
 	s, err := p.Subscribe(ctx, "news")
 	require.NoError(t, err)
@@ -59,7 +60,7 @@ func TestSubscriptionReceivesMessagesOfChannelsPatternsAndShardChannels(t *testi
 
 func TestSubscriptionIdleForManyReadTimeoutsNeverErrsAndStaysOnOneConnection(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, quickPubSub)
+	p := pooltest.OnServer(t, srv, quickPubSub)
 	s, err := p.Subscribe(context.Background(), "quiet")
 	require.NoError(t, err)
 	defer s.Close()
@@ -81,7 +82,7 @@ func TestSubscriptionIdleForManyReadTimeoutsNeverErrsAndStaysOnOneConnection(t *
 
 func TestSubscriptionUnsubscribeStopsItsMessagesAndKeepsTheRest(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{})
+	p := pooltest.OnServer(t, srv, redisalive.Options{})
 	ctx := context.Background()
 	s, err := p.Subscribe(ctx, "a", "b")
 	require.NoError(t, err)
@@ -101,7 +102,7 @@ func TestSubscriptionUnsubscribeStopsItsMessagesAndKeepsTheRest(t *testing.T) {
 
 func TestSubscriptionReconnectsAfterTheServerDropsItAndReportsTheGap(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, quickPubSub)
+	p := pooltest.OnServer(t, srv, quickPubSub)
 	ctx := context.Background()
 	s, err := p.Subscribe(ctx, "ch")
 	require.NoError(t, err)
@@ -130,7 +131,7 @@ func TestSubscriptionReconnectsAfterTheServerDropsItAndReportsTheGap(t *testing.
 
 func TestSubscriptionCloseLeavesNothingOnTheServerAndEndsItsMethods(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{})
+	p := pooltest.OnServer(t, srv, redisalive.Options{})
 	ctx := context.Background()
 	s, err := p.Subscribe(ctx, "ch")
 	require.NoError(t, err)
@@ -172,11 +173,7 @@ func TestPoolCloseEndsItsSubscriptions(t *testing.T) {
 }
 
 func TestSubscribeToAnUnreachableServerFailsAtItsDeadline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
-	p, err := redisalive.NewPool(redisalive.Options{Addr: addr})
+	p, err := redisalive.NewPool(redisalive.Options{Addr: deadAddr(t)})
 	require.NoError(t, err)
 	defer p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -207,7 +204,7 @@ func TestSubscriptionThroughADeadLinkReconnectsAfterHealing(t *testing.T) {
 	defer s.Close()
 
 	proxy.Blackhole()
-	waitFor(t, 2*time.Second, "the dead link to be noticed", func() bool { return p.Stats().DeadClosed == 1 })
+	testkit.WaitFor(t, 2*time.Second, "the dead link to be noticed", func() bool { return p.Stats().DeadClosed == 1 })
 	proxy.Heal()
 	_, err = receive(t, s, 5*time.Second)
 	require.ErrorIs(t, err, redisalive.ErrMessagesLost)
@@ -222,7 +219,7 @@ func TestSubscriptionThroughADeadLinkReconnectsAfterHealing(t *testing.T) {
 // after ReadTimeout, through each of its receive methods.
 func TestPubSubConnOnAConnectionFromGetWaitsPastReadTimeout(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, quickPubSub)
+	p := pooltest.OnServer(t, srv, quickPubSub)
 	c, err := p.Get(context.Background())
 	require.NoError(t, err)
 	psc := redis.PubSubConn{Conn: c}

@@ -172,21 +172,21 @@ func NewQueue(b QueueBackend, name string, opts QueueOptions) (*Queue, error) {
 	}
 	switch b := b.(type) {
 	case nil:
-		return nil, fmt.Errorf("redisalive: NewQueue: nil backend: %w", ErrInvalidOptions)
+		return nil, &invalidError{"redisalive: NewQueue: nil backend"}
 	case *Pool:
 		if b == nil {
-			return nil, fmt.Errorf("redisalive: NewQueue: nil Pool: %w", ErrInvalidOptions)
+			return nil, &invalidError{"redisalive: NewQueue: nil Pool"}
 		}
 	case *Cluster:
 		if b == nil {
-			return nil, fmt.Errorf("redisalive: NewQueue: nil Cluster: %w", ErrInvalidOptions)
+			return nil, &invalidError{"redisalive: NewQueue: nil Cluster"}
 		}
 	}
 	if name == "" {
-		return nil, fmt.Errorf("redisalive: NewQueue: a queue name is required: %w", ErrInvalidOptions)
+		return nil, &invalidError{"redisalive: NewQueue: a queue name is required"}
 	}
 	if strings.ContainsAny(name, "{}") {
-		return nil, fmt.Errorf("redisalive: NewQueue: queue name %q contains '{' or '}', which would break the hash tag {name} its keys share: %w", name, ErrInvalidOptions)
+		return nil, &invalidError{fmt.Sprintf("redisalive: NewQueue: queue name %q contains '{' or '}', which would break the hash tag {name} its keys share", name)}
 	}
 	if opts.Concurrency < 0 {
 		return bad("Concurrency", opts.Concurrency, "must not be negative (zero selects 1)")
@@ -270,7 +270,7 @@ func (q *Queue) Stats() QueueStats {
 // not have been added.
 func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
 	if ctx == nil {
-		return errNilContext
+		return ErrNilContext
 	}
 	if len(payloads) == 0 {
 		return nil
@@ -297,17 +297,24 @@ func (q *Queue) Push(ctx context.Context, payloads ...[]byte) error {
 // processing list without a handler: the reply of a BLMOVE lost on a
 // failing connection leaves the item there unseen.
 //
-// Consume returns an error matching ctx's error, or ErrPoolClosed, only
-// after every handler it started has returned and its goroutines have
-// ended. It then requeues anything left in its processing list. It leaves
-// its entry in the consumers set to go stale: a BLMOVE it abandoned may
-// still move an item into its list on the server, and the other consumers
-// will recover that item once the entry is DeadAfter old. That is also
-// how the items of handlers interrupted by the pool closing come back:
-// nothing can be acked or requeued through a closed pool.
+// A new connection the server refuses for the pool's configuration (a
+// *DialError matching ErrMisconfigured: a wrong password, say) ends
+// Consume at once with that error; any other connection failure is
+// retried, with rate-limited warnings through the pool's Logger, and the
+// error that ends Consume then carries the last of them.
+//
+// Consume returns an error matching ctx's error, ErrPoolClosed or
+// ErrMisconfigured only after every handler it started has returned and
+// its goroutines have ended. It then requeues anything left in its
+// processing list. It leaves its entry in the consumers set to go stale: a
+// BLMOVE it abandoned may still move an item into its list on the server,
+// and the other consumers will recover that item once the entry is
+// DeadAfter old. That is also how the items of handlers interrupted by the
+// pool closing come back: nothing can be acked or requeued through a
+// closed pool.
 func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, payload []byte) error) error {
 	if ctx == nil {
-		return errNilContext
+		return ErrNilContext
 	}
 	if handler == nil {
 		return errors.New("redisalive: Queue.Consume: nil handler")
@@ -347,9 +354,14 @@ func (q *Queue) Consume(ctx context.Context, handler func(ctx context.Context, p
 	c.requeueLeftovers(bg)
 
 	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisalive: queue %s: consume: %w", q.name, c.last.wrap(err))
+	}
+	if err := context.Cause(work); errors.Is(err, ErrPoolClosed) {
+		return c.last.wrap(err)
+	} else if err != nil {
 		return fmt.Errorf("redisalive: queue %s: consume: %w", q.name, err)
 	}
-	return context.Cause(work)
+	return nil
 }
 
 // item is a queue element: "ra1:<attempts>:<id>:<payload>".

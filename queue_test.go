@@ -19,6 +19,7 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
 	"github.com/redisalive/redisalive/internal/redistest"
 )
 
@@ -149,7 +150,7 @@ func requireDrained(t *testing.T, p *redisalive.Pool, q *redisalive.Queue) {
 }
 
 func TestNewQueueNamesKeysWithOneHashTag(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{})
 	q, err := redisalive.NewQueue(p, "mail", redisalive.QueueOptions{ConsumerID: "w1"})
 	require.NoError(t, err)
 	assert.Equal(t, "mail", q.Name())
@@ -166,7 +167,7 @@ func TestNewQueueNamesKeysWithOneHashTag(t *testing.T) {
 }
 
 func TestNewQueueRejectsInvalidOptions(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{MaxActive: 4})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{MaxActive: 4})
 	tests := []struct {
 		name  string
 		pool  *redisalive.Pool
@@ -199,12 +200,35 @@ func TestNewQueueRejectsInvalidOptions(t *testing.T) {
 			}
 			assert.Nil(t, q)
 			assert.Contains(t, err.Error(), tt.want)
+			assert.True(t, strings.HasPrefix(err.Error(), "redisalive: "), "got %q, want the library's prefix", err)
+			assert.Equal(t, 1, strings.Count(err.Error(), "redisalive:"), "got %q, want the prefix once", err)
 		})
 	}
 }
 
+// TestNewQueueSaysOnceWhatItCannotUse: a nil backend and a bad name read
+// like every other option error, with the library's prefix once.
+func TestNewQueueSaysOnceWhatItCannotUse(t *testing.T) {
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{})
+	for _, tc := range []struct {
+		backend redisalive.QueueBackend
+		name    string
+		want    string
+	}{
+		{nil, "q", "redisalive: NewQueue: nil backend"},
+		{(*redisalive.Pool)(nil), "q", "redisalive: NewQueue: nil Pool"},
+		{(*redisalive.Cluster)(nil), "q", "redisalive: NewQueue: nil Cluster"},
+		{p, "", "redisalive: NewQueue: a queue name is required"},
+		{p, "a{b", `redisalive: NewQueue: queue name "a{b" contains '{' or '}', which would break the hash tag {name} its keys share`},
+	} {
+		_, err := redisalive.NewQueue(tc.backend, tc.name, redisalive.QueueOptions{})
+		assert.EqualError(t, err, tc.want)
+		assert.ErrorIs(t, err, redisalive.ErrInvalidOptions, "%q", tc.want)
+	}
+}
+
 func TestNewQueueRejectsNameWithBraceThatWouldBreakItsHashTag(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{})
 	// "}x" gives keys such as "{}x}:pending" an empty hash tag, which on a
 	// Cluster puts each of the queue's keys in a slot of its own.
 	for _, name := range []string{"}x", "a}b", "{x", "a{b}c"} {
@@ -216,7 +240,7 @@ func TestNewQueueRejectsNameWithBraceThatWouldBreakItsHashTag(t *testing.T) {
 }
 
 func TestQueueDeliversEveryItemExactlyOnceWithoutFaults(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 4})
 	const n = 300
 	payloads := make([]string, n)
@@ -238,7 +262,7 @@ func TestQueueDeliversEveryItemExactlyOnceWithoutFaults(t *testing.T) {
 }
 
 func TestQueueConsumesInPushOrderWithOneHandler(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	pushStrings(t, q, "a", "b")
 	pushStrings(t, q, "c")
@@ -249,7 +273,7 @@ func TestQueueConsumesInPushOrderWithOneHandler(t *testing.T) {
 }
 
 func TestQueueRetriesFailingItemThenDeadLettersItAfterMaxAttempts(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{MaxAttempts: 3})
 	rec := &payloadRecorder{fail: func(payload string, _ int) error {
 		if payload == "poison" {
@@ -268,7 +292,7 @@ func TestQueueRetriesFailingItemThenDeadLettersItAfterMaxAttempts(t *testing.T) 
 }
 
 func TestQueueTreatsHandlerPanicAsFailure(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	rec := &payloadRecorder{fail: func(_ string, attempt int) error {
 		if attempt == 1 {
@@ -285,7 +309,7 @@ func TestQueueTreatsHandlerPanicAsFailure(t *testing.T) {
 }
 
 func TestQueueTakesBarePayloadsFromOtherProducers(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	// As a producer in another language would, and one that only looks
 	// like an envelope.
@@ -307,7 +331,7 @@ func TestQueueTakesBarePayloadsFromOtherProducers(t *testing.T) {
 }
 
 func TestQueueDeadLettersForeignItemWhoseAttemptCountCannotBeIncremented(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{MaxAttempts: 3})
 	// A count one more failure would overflow: it must neither wrap to a
 	// negative count nor lose its envelope halfway through its retries.
@@ -324,7 +348,7 @@ func TestQueueDeadLettersForeignItemWhoseAttemptCountCannotBeIncremented(t *test
 }
 
 func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	ctx := context.Background()
 	ghost, err := redisalive.NewQueue(p, "jobs", redisalive.QueueOptions{ConsumerID: "ghost"})
 	require.NoError(t, err)
@@ -357,7 +381,7 @@ func TestQueueRequeuesItemsOfDeadConsumerAndSparesLiveOnes(t *testing.T) {
 }
 
 func TestQueueRequeuesItemOrphanedInItsOwnProcessingList(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, fastRecovery)
 	rec := &payloadRecorder{}
 	startConsume(t, q, rec.handle)
@@ -374,7 +398,7 @@ func TestQueueRequeuesItemOrphanedInItsOwnProcessingList(t *testing.T) {
 }
 
 func TestQueueDoesNotRequeueItemsItsHandlersHold(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, fastRecovery)
 	started, release := make(chan struct{}), make(chan struct{})
 	startConsume(t, q, func(context.Context, []byte) error {
@@ -393,7 +417,7 @@ func TestQueueDoesNotRequeueItemsItsHandlersHold(t *testing.T) {
 }
 
 func TestQueueRunsConcurrencyHandlersAtOnce(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 4})
 	var running, peak atomic.Int32
 	release := make(chan struct{})
@@ -415,7 +439,7 @@ func TestQueueRunsConcurrencyHandlersAtOnce(t *testing.T) {
 }
 
 func TestConsumeRefusesToRunTwiceOnOneQueue(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	stop := startConsume(t, q, (&payloadRecorder{}).handle)
 	waitForValue(t, queueWait, "consumer registered", true, func() bool { return registered(p, q) })
@@ -426,18 +450,17 @@ func TestConsumeRefusesToRunTwiceOnOneQueue(t *testing.T) {
 }
 
 func TestQueueCallsGivenANilContextReturnTheNilContextError(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	var nilCtx context.Context
-	_, want := p.Do(nilCtx, "PING")
-	require.Error(t, want, "the pool's own nil-context error")
+	want := redisalive.ErrNilContext
 	assert.ErrorIs(t, q.Consume(nilCtx, (&payloadRecorder{}).handle), want)
 	assert.ErrorIs(t, q.Push(nilCtx, []byte("x")), want)
 	assert.ErrorIs(t, q.Push(nilCtx), want, "even with nothing to push")
 }
 
 func TestConsumeReturnsOnlyAfterInFlightHandlerFinished(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 2})
 	started, release := make(chan struct{}), make(chan struct{})
 	var finished atomic.Bool
@@ -472,7 +495,7 @@ func TestConsumeReturnsOnlyAfterInFlightHandlerFinished(t *testing.T) {
 }
 
 func TestConsumeRequeuesItemInterruptedByShutdownWithoutCountingAttempt(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{MaxAttempts: 1})
 	started := make(chan struct{})
 	stop := startConsume(t, q, func(ctx context.Context, _ []byte) error {
@@ -493,7 +516,7 @@ func TestConsumeRequeuesItemInterruptedByShutdownWithoutCountingAttempt(t *testi
 }
 
 func TestConsumeRequeuesLeftoversAndLeavesItsEntryToExpireOnReturn(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
 	stop := startConsume(t, q, (&payloadRecorder{}).handle)
 	// An item handled shows the workers are running.
@@ -512,7 +535,7 @@ func TestConsumeRequeuesLeftoversAndLeavesItsEntryToExpireOnReturn(t *testing.T)
 }
 
 func TestConsumeReturnsErrPoolClosedWhenPoolCloses(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	q := newTestQueue(t, p, redisalive.QueueOptions{Concurrency: 3})
 	done := make(chan error, 1)
 	go func() { done <- q.Consume(context.Background(), (&payloadRecorder{}).handle) }()
@@ -528,7 +551,7 @@ func TestConsumeReturnsErrPoolClosedWhenPoolCloses(t *testing.T) {
 }
 
 func TestConsumeCancelsRunningHandlerWhenPoolCloses(t *testing.T) {
-	p, mr := newMiniPool(t, redisalive.Options{BlockSlice: queueSlice})
+	p, mr := pooltest.OnMiniredis(t, redisalive.Options{BlockSlice: queueSlice})
 	// One handler slot: while it runs, no worker is in BLMove to notice the
 	// pool closing.
 	q := newTestQueue(t, p, redisalive.QueueOptions{})
@@ -569,7 +592,7 @@ func TestConsumeCancelsRunningHandlerWhenPoolCloses(t *testing.T) {
 
 func TestQueueDoesNotHandleItemAgainWhenItsAckOutlastsAWritePause(t *testing.T) {
 	srv := redistest.Start(t)
-	p := newServerPool(t, srv, redisalive.Options{
+	p := pooltest.OnServer(t, srv, redisalive.Options{
 		BlockSlice: queueSlice, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,
 	})
 	// Beats are writes too, and fail during the pause; no one is there to
@@ -604,7 +627,11 @@ func TestQueueDoesNotHandleItemAgainWhenItsAckOutlastsAWritePause(t *testing.T) 
 }
 
 func TestQueueConsumerBackFromAnOutageSparesOneStillComingBackButRecoversADeadOne(t *testing.T) {
-	const deadAfter = 1500 * time.Millisecond
+	// b, back 400 ms after a, beats again only after its retry backoff
+	// (up to backoffCap, 1 s, of jitter) and a failed try (ReadTimeout):
+	// DeadAfter leaves it well over that. At 1.5 s it left about 1 s, and
+	// a CI run saw a take b for dead.
+	const deadAfter = 3 * time.Second
 	srv := redistest.Start(t)
 	opts := redisalive.QueueOptions{HeartbeatInterval: 100 * time.Millisecond, DeadAfter: deadAfter}
 	// Each consumer has a link of its own, so that they can come back from
@@ -613,13 +640,13 @@ func TestQueueConsumerBackFromAnOutageSparesOneStillComingBackButRecoversADeadOn
 		proxy, err := faultproxy.New(srv.Addr())
 		require.NoError(t, err)
 		t.Cleanup(func() { proxy.Close() })
-		p := newPool(t, redisalive.Options{Addr: proxy.Addr(), BlockSlice: queueSlice, ReadTimeout: 200 * time.Millisecond})
+		p := pooltest.New(t, redisalive.Options{Addr: proxy.Addr(), BlockSlice: queueSlice, ReadTimeout: 200 * time.Millisecond})
 		opts.ConsumerID = id
 		return p, newTestQueue(t, p, opts), proxy
 	}
 	bPool, b, bLink := consumerVia("b")
 	_, a, aLink := consumerVia("a")
-	direct := newServerPool(t, srv, redisalive.Options{})
+	direct := pooltest.OnServer(t, srv, redisalive.Options{})
 
 	started, release := make(chan struct{}), make(chan struct{})
 	startConsume(t, b, func(ctx context.Context, _ []byte) error {
@@ -702,7 +729,7 @@ func TestQueueLosesNoItemAndDuplicatesFewUnderNetworkFaults(t *testing.T) {
 	// As on Linux, where the first resend comes 200 ms after a send: what
 	// the link held back trickles in after it heals, not all at once.
 	proxy.SetRetransmission(200 * time.Millisecond)
-	direct := newPool(t, redisalive.Options{Addr: directAddr})
+	direct := pooltest.New(t, redisalive.Options{Addr: directAddr})
 	producer, err := redisalive.NewQueue(direct, "soak", redisalive.QueueOptions{})
 	require.NoError(t, err)
 
@@ -727,7 +754,7 @@ func TestQueueLosesNoItemAndDuplicatesFewUnderNetworkFaults(t *testing.T) {
 	}
 	var queues []*redisalive.Queue
 	for _, id := range []string{"soak-a", "soak-b", "soak-c"} {
-		p := newPool(t, redisalive.Options{Addr: proxy.Addr()})
+		p := pooltest.New(t, redisalive.Options{Addr: proxy.Addr()})
 		q, err := redisalive.NewQueue(p, "soak", redisalive.QueueOptions{
 			Concurrency: 8, ConsumerID: id, HeartbeatInterval: 250 * time.Millisecond, DeadAfter: 2 * time.Second,
 		})

@@ -1,7 +1,6 @@
 package redisalive
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 )
@@ -24,7 +23,7 @@ type Stats struct {
 	Subscriptions int
 
 	Dials        int64         // connections opened
-	DialErrors   int64         // failed attempts to open a connection
+	DialErrors   int64         // failed attempts to open a connection, not counting those the caller's context cancelled
 	WaitCount    int64         // checkouts that had to wait for a free connection
 	WaitDuration time.Duration // total time spent in those waits
 	PoolTimeouts int64         // waits that ended without a connection
@@ -39,16 +38,32 @@ type Stats struct {
 	CanceledClosed int64 // its command was cut short by the caller's context while the reply was on its way
 	StateClosed    int64 // left in a transaction, subscription or other state by its user
 	MaxIdleClosed  int64 // returned, or back from a health check, while MaxIdle connections were already idle
+	StaleClosed    int64 // its server was no longer the pool's master: closed at a failover, or when returned after one
 
 	BlockingRounds  int64 // blocking commands sent: one per round of a blocking read
 	BlockingRedials int64 // times a blocking read replaced a failed connection
 
 	SubscriptionGaps int64 // times a Subscription reconnected and reported lost messages
 
+	// Failovers counts the times the pool moved to a new master: the
+	// sentinels announced or named one, or the server under a fixed
+	// address answered that it is no longer the master (READONLY).
+	Failovers int64
+
+	// ZombiesKilled counts connections the pool abandoned after a failure
+	// and then killed on the server (CLIENT KILL ID) before sending
+	// anything more: their commands can no longer run late, and the server
+	// does not keep them open.
+	ZombiesKilled int64
+
 	// With AutoPipeline: commands sent over shared connections, and the
 	// writes that sent them; their ratio is the mean batch.
 	Pipelined       int64
 	PipelineBatches int64
+	// PipelineBypasses counts the commands that, with AutoPipeline, went on
+	// a connection of their own because the shared connection they would
+	// have queued on was busy with slow or large replies.
+	PipelineBypasses int64
 }
 
 // CloseReason is why the pool closed a connection; Stats counts each, and a
@@ -63,10 +78,11 @@ const (
 	CloseCanceled                    // its command was cut short by the caller's context
 	CloseState                       // left in a transaction, subscription or other state
 	CloseMaxIdle                     // returned while MaxIdle connections were idle
+	CloseStale                       // its server is no longer the pool's master: a failover
 	numCloseReasons
 )
 
-var closeReasonNames = [numCloseReasons]string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle"}
+var closeReasonNames = [numCloseReasons]string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle", "stale"}
 
 // CloseReasons returns every CloseReason, for ranging over Stats.ClosedBy.
 func CloseReasons() []CloseReason {
@@ -95,12 +111,14 @@ func (s Stats) ClosedBy(reason CloseReason) int64 {
 		return s.StateClosed
 	case CloseMaxIdle:
 		return s.MaxIdleClosed
+	case CloseStale:
+		return s.StaleClosed
 	}
 	return 0
 }
 
 // String returns the reason as a metric label: dead, idle, lifetime,
-// error, canceled, state or max_idle.
+// error, canceled, state, max_idle or stale.
 func (r CloseReason) String() string {
 	if r < 0 || r >= numCloseReasons {
 		return "unknown"
@@ -118,6 +136,11 @@ type counters struct {
 	blockingRounds, blockingRedials atomic.Int64
 	subscriptions, subscriptionGaps atomic.Int64
 	pipelined, pipelineBatches      atomic.Int64
+	pipelineBypasses                atomic.Int64
+	zombiesKilled, failovers        atomic.Int64
+	// Connections held now by Subscriptions and by blocking reads, for
+	// the PoolTimeoutError that reports who holds the pool.
+	subscriptionConns, blockingConns atomic.Int64
 }
 
 // Stats returns a snapshot of the pool's gauges and counters. It takes the
@@ -128,7 +151,7 @@ func (p *Pool) Stats() Stats {
 		Active:  p.numOpen,
 		Idle:    len(p.idle),
 		InUse:   p.numOpen - len(p.idle),
-		Waiting: p.waiters.Len(),
+		Waiting: p.waiters.len(),
 	}
 	p.mu.Unlock()
 	c := &p.counters
@@ -143,115 +166,11 @@ func (p *Pool) Stats() Stats {
 	s.CanceledClosed = c.closed[CloseCanceled].Load()
 	s.StateClosed = c.closed[CloseState].Load()
 	s.MaxIdleClosed = c.closed[CloseMaxIdle].Load()
+	s.StaleClosed = c.closed[CloseStale].Load()
 	s.BlockingRounds, s.BlockingRedials = c.blockingRounds.Load(), c.blockingRedials.Load()
 	s.Subscriptions, s.SubscriptionGaps = int(c.subscriptions.Load()), c.subscriptionGaps.Load()
 	s.Pipelined, s.PipelineBatches = c.pipelined.Load(), c.pipelineBatches.Load()
+	s.PipelineBypasses = c.pipelineBypasses.Load()
+	s.ZombiesKilled, s.Failovers = c.zombiesKilled.Load(), c.failovers.Load()
 	return s
-}
-
-// Hook observes a pool's events, for metrics and tracing: the modules
-// extra/redisaliveotel and extra/redisaliveprom are built on it. Every
-// field is optional. Hooks run on the goroutine of the event, often the
-// caller's, so they must be quick; they may read Stats. Some run on the
-// pool's own goroutines (the health checker's, a Subscription's, the
-// AutoPipeline connections'), which Close waits for: a hook must not call
-// the pool's Close or Shutdown, nor a Subscription's Close, or it waits
-// for itself. To close the pool on some event, do it from another
-// goroutine.
-type Hook struct {
-	// Command is called before each command a caller runs through
-	// Pool.Do, the blocking reads (BRPop, BLPop, BLMove) or Do, DoContext
-	// and DoWithTimeout on a connection from Get; not before the pool's own
-	// commands (health PINGs and the like). It returns the context to run
-	// the command with: the caller's, or one carrying a span, say; nil
-	// stands for the caller's.
-	Command func(ctx context.Context, cmd string) context.Context
-	// CommandDone is called when such a command returns, with the context
-	// this hook's Command returned (the caller's if it has none), how long
-	// the command took from checkout to reply, and its error.
-	CommandDone func(ctx context.Context, cmd string, took time.Duration, err error)
-	// Checkout is called when a checkout ends, with how long it took to
-	// get a connection (waiting for a free one, checking an idle one,
-	// dialling a new one) and its error.
-	Checkout func(ctx context.Context, took time.Duration, err error)
-	// Dial is called after each attempt to open a connection.
-	Dial func(ctx context.Context, took time.Duration, err error)
-	// Use is called when a caller returns a connection, with how long it
-	// held it.
-	Use func(held time.Duration)
-	// Closed is called when the pool closes a connection, with why; not
-	// for the connections Close and Shutdown close.
-	Closed func(reason CloseReason)
-	// Redial is called when a round of a blocking read failed on the
-	// network and the read goes on on a new connection.
-	Redial func(ctx context.Context, cmd string, err error)
-	// PoolClosing is called once, when the pool's Close or Shutdown
-	// begins, so that a hook can release what it holds for the pool. The
-	// Close or Shutdown that calls it is still running: calling either
-	// again from here waits for it, that is, for ever or until its ctx
-	// ends.
-	PoolClosing func()
-}
-
-// AddHook adds h to the pool's hooks. Hooks run in the order they were
-// added (Command hooks nest: the first is outermost) and cannot be
-// removed. With no hook, an event costs one atomic load.
-func (p *Pool) AddHook(h Hook) {
-	for {
-		old := p.hooks.Load()
-		var hooks []Hook
-		if old != nil {
-			hooks = append(hooks, *old...)
-		}
-		hooks = append(hooks, h)
-		if p.hooks.CompareAndSwap(old, &hooks) {
-			return
-		}
-	}
-}
-
-// commandHooks carries a command's hook state from before to after it:
-// each hook's own context, inline for the usual few hooks.
-type commandHooks struct {
-	start time.Time
-	ctxs  []context.Context
-	inl   [4]context.Context
-}
-
-// beforeCommand runs the Command hooks before a caller's command and
-// returns the context to run it with.
-func (r *runner) beforeCommand(ctx context.Context, cmd string, h *commandHooks) context.Context {
-	hooks := *r.hooks.Load()
-	h.start = time.Now()
-	h.ctxs = h.inl[:0]
-	for i := range hooks {
-		if hooks[i].Command != nil {
-			if hctx := hooks[i].Command(ctx, cmd); hctx != nil {
-				ctx = hctx
-			}
-		}
-		h.ctxs = append(h.ctxs, ctx)
-	}
-	return ctx
-}
-
-// afterCommand runs the CommandDone hooks, the last added first, as
-// deferred calls would.
-func (r *runner) afterCommand(cmd string, h *commandHooks, err error) {
-	hooks := *r.hooks.Load()
-	took := time.Since(h.start)
-	for i := min(len(hooks), len(h.ctxs)) - 1; i >= 0; i-- {
-		if hooks[i].CommandDone != nil {
-			hooks[i].CommandDone(h.ctxs[i], cmd, took, err)
-		}
-	}
-}
-
-// each calls f for every hook, if there are any.
-func (r *runner) each(f func(h *Hook)) {
-	if hooks := r.hooks.Load(); hooks != nil {
-		for i := range *hooks {
-			f(&(*hooks)[i])
-		}
-	}
 }

@@ -13,7 +13,9 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 // hookKey marks a context as passed through a Command hook.
@@ -61,7 +63,7 @@ func (l *hookLog) hook(name string) redisalive.Hook {
 }
 
 func TestHooksSeeEveryEventInOrderAndNestCommands(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{})
 	var log hookLog
 	p.AddHook(log.hook("a"))
 	p.AddHook(log.hook("b"))
@@ -79,14 +81,14 @@ func TestHooksSeeEveryEventInOrderAndNestCommands(t *testing.T) {
 }
 
 func TestHookReturningNoContextLeavesTheCallersInPlace(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{})
 	p.AddHook(redisalive.Hook{Command: func(context.Context, string) context.Context { return nil }})
 	_, err := p.Do(context.Background(), "SET", "k", "v")
 	require.NoError(t, err)
 }
 
 func TestHooksSeeClosesAndPoolTimeouts(t *testing.T) {
-	p, _ := newMiniPool(t, redisalive.Options{MaxActive: 1, PoolTimeout: 50 * time.Millisecond})
+	p, _ := pooltest.OnMiniredis(t, redisalive.Options{MaxActive: 1, PoolTimeout: 50 * time.Millisecond})
 	var mu sync.Mutex
 	counts := map[string]int{}
 	note := func(s string) { mu.Lock(); counts[s]++; mu.Unlock() }
@@ -124,7 +126,7 @@ func TestRedialHookSeesABlockingReadRideOutADeadLink(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { _, _, err := p.BRPop(ctx, "q"); done <- err }()
-	waitFor(t, 2*time.Second, "the first round", func() bool { return p.Stats().BlockingRounds > 0 })
+	testkit.WaitFor(t, 2*time.Second, "the first round", func() bool { return p.Stats().BlockingRounds > 0 })
 	proxy.Blackhole()
 	select {
 	case cmd := <-redials:
@@ -140,13 +142,13 @@ func TestRedialHookSeesABlockingReadRideOutADeadLink(t *testing.T) {
 // TestEveryCloseReasonHasANameAndACounter: what ranges over CloseReasons
 // (the metrics modules do) sees every reason, each with its counter.
 func TestEveryCloseReasonHasANameAndACounter(t *testing.T) {
-	s := redisalive.Stats{DeadClosed: 1, IdleClosed: 2, LifetimeClosed: 3, ErrorClosed: 4, CanceledClosed: 5, StateClosed: 6, MaxIdleClosed: 7}
+	s := redisalive.Stats{DeadClosed: 1, IdleClosed: 2, LifetimeClosed: 3, ErrorClosed: 4, CanceledClosed: 5, StateClosed: 6, MaxIdleClosed: 7, StaleClosed: 8}
 	var names []string
 	var sum int64
 	for _, r := range redisalive.CloseReasons() {
 		names = append(names, r.String())
 		sum += s.ClosedBy(r)
 	}
-	assert.Equal(t, []string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle"}, names)
-	assert.Equal(t, int64(1+2+3+4+5+6+7), sum, "every counter, once")
+	assert.Equal(t, []string{"dead", "idle", "lifetime", "error", "canceled", "state", "max_idle", "stale"}, names)
+	assert.Equal(t, int64(1+2+3+4+5+6+7+8), sum, "every counter, once")
 }

@@ -1,10 +1,12 @@
 package redisalive_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,8 +14,12 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/faultproxy"
+	"github.com/redisalive/redisalive/internal/pooltest"
+	"github.com/redisalive/redisalive/internal/redistest"
 )
 
 // TestRandomGetDoCancelCloseKeepsPoolConsistent hammers a small pool with a
@@ -22,7 +28,7 @@ import (
 // call must end with a result or one of the documented errors, and
 // afterwards no connection may be open.
 func TestRandomGetDoCancelCloseKeepsPoolConsistent(t *testing.T) {
-	p, mr := newMiniPool(t, redisalive.Options{MaxActive: 4, PoolTimeout: 50 * time.Millisecond, BlockSlice: 20 * time.Millisecond})
+	p, mr := pooltest.OnMiniredis(t, redisalive.Options{MaxActive: 4, PoolTimeout: 50 * time.Millisecond, BlockSlice: 20 * time.Millisecond})
 	stop := time.Now().Add(1500 * time.Millisecond)
 	var wg sync.WaitGroup
 	var succeeded, interrupted atomic.Int64
@@ -111,7 +117,7 @@ func expectedStressError(err error) bool {
 // of its own and must get exactly it back: a reply handed to the wrong
 // caller, or a cancelled caller's reply read by a later one, fails it.
 func TestRandomDoCancelCloseOnSharedConnectionsMatchesEveryReply(t *testing.T) {
-	p, mr := newMiniPool(t, redisalive.Options{AutoPipeline: true, PipelineDepth: 16, PoolTimeout: 50 * time.Millisecond})
+	p, mr := pooltest.OnMiniredis(t, redisalive.Options{AutoPipeline: true, PipelineDepth: 16, PoolTimeout: 50 * time.Millisecond})
 	stop := time.Now().Add(1500 * time.Millisecond)
 	var wg sync.WaitGroup
 	var succeeded, interrupted atomic.Int64
@@ -166,4 +172,181 @@ func TestRandomDoCancelCloseOnSharedConnectionsMatchesEveryReply(t *testing.T) {
 	assert.Positive(t, interrupted.Load(), "no call was interrupted by its context")
 	assert.Equal(t, 0, s.Active, "stats after Close: %+v", s)
 	waitForValue(t, 2*time.Second, "server connections", 0, mr.CurrentConnectionCount)
+}
+
+// faultPhase is one stretch of TestEveryCallerGetsItsOwnReplyUnderFaults:
+// a fault the proxy applies while traffic runs.
+type faultPhase struct {
+	name  string
+	apply func(px *faultproxy.Proxy, rng *rand.Rand)
+}
+
+// faultPhases cut connections at many byte offsets, both ways, with FIN or
+// RST, while a middlebox delay lets a command written before a cut reach
+// the server late; reset every connection; stall replies briefly (slower
+// than usual, not dead) or for longer than ReadTimeout; and slice replies
+// into small segments.
+var faultPhases = []faultPhase{
+	{"clean", func(*faultproxy.Proxy, *rand.Rand) {}},
+	{"cut replies", func(px *faultproxy.Proxy, rng *rand.Rand) {
+		px.SetLatencyOneWay(faultproxy.ToServer, time.Millisecond)
+		px.SetCut(faultproxy.Cut{Dir: faultproxy.ToClient, After: 6000 + rng.Int64N(40000), Reset: rng.IntN(2) == 0, Linger: 150 * time.Millisecond})
+	}},
+	{"cut commands", func(px *faultproxy.Proxy, rng *rand.Rand) {
+		px.SetCut(faultproxy.Cut{Dir: faultproxy.ToServer, After: 2000 + rng.Int64N(40000), Reset: rng.IntN(2) == 0})
+	}},
+	{"reset all", func(px *faultproxy.Proxy, rng *rand.Rand) {
+		px.SetLatencyOneWay(faultproxy.ToServer, time.Millisecond)
+		px.CutAll(true, 150*time.Millisecond)
+	}},
+	{"brief stall", func(px *faultproxy.Proxy, rng *rand.Rand) {
+		px.BlackholeOneWay(faultproxy.ToClient)
+		time.AfterFunc(100*time.Millisecond, px.Heal)
+	}},
+	{"long stall", func(px *faultproxy.Proxy, rng *rand.Rand) {
+		px.BlackholeOneWay(faultproxy.Direction(rng.IntN(2)))
+		time.AfterFunc(700*time.Millisecond, px.Heal)
+	}},
+	{"sliced replies", func(px *faultproxy.Proxy, rng *rand.Rand) {
+		px.SetSlice(faultproxy.ToClient, 1+rng.IntN(100), time.Duration(rng.IntN(200))*time.Microsecond)
+	}},
+}
+
+// replyPaths are the ways a caller runs a round of SET, GET and ECHO: Do,
+// Do on shared connections, and Send thrice on a connection from Get, read
+// with Do("").
+var replyPaths = []struct {
+	name  string
+	opts  redisalive.Options
+	round func(ctx context.Context, p *redisalive.Pool, key, v, tag string) ([]any, error)
+}{
+	{"Do", redisalive.Options{}, roundWithDo},
+	{"AutoPipeline", redisalive.Options{AutoPipeline: true}, roundWithDo},
+	{"Get", redisalive.Options{}, func(ctx context.Context, p *redisalive.Pool, key, v, tag string) ([]any, error) {
+		c, err := p.Get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		c.Send("SET", key, v)
+		c.Send("GET", key)
+		c.Send("ECHO", tag)
+		return redis.Values(redis.DoContext(c, ctx, ""))
+	}},
+}
+
+func roundWithDo(ctx context.Context, p *redisalive.Pool, key, v, tag string) ([]any, error) {
+	set, err := p.Do(ctx, "SET", key, v)
+	if err != nil {
+		return nil, err
+	}
+	get, err := p.Do(ctx, "GET", key)
+	if err != nil {
+		return nil, err
+	}
+	echo, err := p.Do(ctx, "ECHO", tag)
+	return []any{set, get, echo}, err
+}
+
+// TestEveryCallerGetsItsOwnReplyUnderFaults runs rounds of SET, GET and
+// ECHO from many goroutines through a fault proxy that cuts, resets,
+// stalls and slices the links (faultPhases), some calls cancelled at random,
+// and closes the pool under the traffic. Every value differs per caller and
+// per round, and every reply must be the caller's own: a GET after an
+// acknowledged SET returns that SET's value, never an older one that a
+// failed SET left held in the link, nor another caller's.
+func TestEveryCallerGetsItsOwnReplyUnderFaults(t *testing.T) {
+	servers := map[string]*redistest.Server{"TCP": redistest.Start(t), "TLS": redistest.StartTLS(t)}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	for _, transport := range []string{"TCP", "TLS"} {
+		for _, path := range replyPaths {
+			t.Run(transport+"/"+path.name, func(t *testing.T) {
+				srv := servers[transport]
+				px, err := faultproxy.New(srv.Addr())
+				require.NoError(t, err)
+				defer px.Close()
+				opts := path.opts
+				opts.Addr, opts.TLSConfig = px.Addr(), srv.TLSConfig()
+				opts.ReadTimeout, opts.DialTimeout = 500*time.Millisecond, time.Second
+				p, err := redisalive.NewPool(opts)
+				require.NoError(t, err)
+				defer p.Close()
+
+				var ok, failed atomic.Int64
+				problems := make(chan string, 20)
+				report := func(format string, args ...any) {
+					select {
+					case problems <- fmt.Sprintf(format, args...):
+					default:
+					}
+				}
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				pad := strings.Repeat("x", 3000)
+				for g := range 16 {
+					wg.Go(func() {
+						rng := rand.New(rand.NewPCG(seed, uint64(g)))
+						key := fmt.Sprintf("faults:%s:%d", path.name, g)
+						for i := 0; i < 1_000_000; i++ {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+							if rng.IntN(20) == 0 {
+								time.AfterFunc(time.Duration(rng.IntN(2000))*time.Microsecond, cancel)
+							}
+							v, tag := fmt.Sprintf("g%d-i%d-%s", g, i, pad), fmt.Sprintf("g%d-i%d", g, i)
+							replies, err := path.round(ctx, p, key, v, tag)
+							cancel()
+							if err != nil {
+								failed.Add(1)
+								if errors.Is(err, redisalive.ErrPoolClosed) {
+									return
+								}
+								continue
+							}
+							want := []any{"OK", []byte(v), []byte(tag)}
+							if len(replies) != 3 || replies[0] != want[0] || !bytes.Equal(asBytes(replies[1]), asBytes(want[1])) || !bytes.Equal(asBytes(replies[2]), asBytes(want[2])) {
+								report("caller %d round %d got %.40q, want its own %.40q", g, i, replies, want)
+								continue
+							}
+							ok.Add(1)
+						}
+					})
+				}
+				rng := rand.New(rand.NewPCG(seed, 99))
+				for _, phase := range append(faultPhases, faultPhases...) {
+					phase.apply(px, rng)
+					time.Sleep(200 * time.Millisecond) // the phase's traffic
+					px.Heal()
+					px.SetCut(faultproxy.Cut{})
+					px.SetSlice(faultproxy.ToClient, 0, 0)
+					px.SetLatency(0)
+				}
+				time.Sleep(200 * time.Millisecond) // clean traffic, then Close under it
+				p.Close()
+				close(stop)
+				wg.Wait()
+				close(problems)
+				for msg := range problems {
+					t.Error(msg)
+				}
+				s := p.Stats()
+				t.Logf("%d rounds matched, %d failed; zombies killed %d; %+v", ok.Load(), failed.Load(), s.ZombiesKilled, s)
+				assert.Positive(t, ok.Load(), "no round succeeded: the test proves nothing")
+				assert.Positive(t, failed.Load(), "no round failed: the faults did nothing")
+				assert.Equal(t, 0, s.Active, "connections open after Close")
+			})
+		}
+	}
+}
+
+// asBytes returns a reply's bytes, or nil for a reply that is not a bulk
+// string.
+func asBytes(reply any) []byte {
+	b, _ := reply.([]byte)
+	return b
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/gomodule/redigo/redis"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/rueidis"
-	"golang.org/x/sys/unix"
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/internal/redistest"
@@ -36,8 +35,25 @@ const (
 	writeTimeout = 3 * time.Second
 )
 
-// concurrencies are the numbers of goroutines issuing commands at once.
-var concurrencies = []int{1, 16, 64}
+// matrix is one set of GET/SET cells: the numbers of goroutines issuing
+// commands at once, and the pool size each client is opened with at each
+// (0: the client's default).
+type matrix struct {
+	concs []int
+	size  func(conc int) int
+}
+
+var (
+	// dedicated holds one connection per goroutine, so the cells measure
+	// checkout, command and return, not queueing for a connection, and
+	// every client gets the same pool.
+	dedicated = matrix{[]int{1, 16, 64}, func(conc int) int { return conc }}
+	// contended is how services actually run: more goroutines than
+	// connections, every pool at its default size (10 per GOMAXPROCS for
+	// redisalive and go-redis, the same number given to redigo, which has
+	// no default), so the cells also measure waiting for a free connection.
+	contended = matrix{[]int{16, 64, 256}, func(int) int { return 0 }}
+)
 
 // client is one library's way of running the benchmarked commands.
 type client struct {
@@ -46,8 +62,8 @@ type client struct {
 }
 
 // clients are the contenders, in the order they appear in the table. Each
-// opens a pool of size connections, all dialled before it returns, so that
-// no dial lands inside the timed loop.
+// opens a pool of size connections (0: its default size), all dialled
+// before it returns, so that no dial lands inside the timed loop.
 var clients = []struct {
 	name string
 	open func(addr string, size int) (client, error)
@@ -60,33 +76,35 @@ var clients = []struct {
 	{"rueidis", openRueidis},
 }
 
-func BenchmarkGET(b *testing.B) {
+func BenchmarkGET(b *testing.B)          { benchGET(b, dedicated) }
+func BenchmarkSET(b *testing.B)          { benchSET(b, dedicated) }
+func BenchmarkContendedGET(b *testing.B) { benchGET(b, contended) }
+func BenchmarkContendedSET(b *testing.B) { benchSET(b, contended) }
+
+func benchGET(b *testing.B, m matrix) {
 	srv := startServer(b)
 	srv.Do(b, "SET", benchKey, benchValue)
-	benchClients(b, srv.Addr(), func(c client) func() error { return c.get })
+	benchClients(b, srv.Addr(), m, func(c client) func() error { return c.get })
 }
 
-func BenchmarkSET(b *testing.B) {
-	benchClients(b, startServer(b).Addr(), func(c client) func() error { return c.set })
+func benchSET(b *testing.B, m matrix) {
+	benchClients(b, startServer(b).Addr(), m, func(c client) func() error { return c.set })
 }
 
-// benchClients runs op of every client at every concurrency, each
+// benchClients runs op of every client at every concurrency of m, each
 // combination as its own sub-benchmark against the same server. The first
 // client of a run meets a server and CPUs still settling, so a warm-up
 // comes first, and run.sh rotates which client goes first from round to
 // round (BENCH_ROUND), spreading what remains over every client alike.
-func benchClients(b *testing.B, addr string, op func(client) func() error) {
+func benchClients(b *testing.B, addr string, m matrix, op func(client) func() error) {
 	warmUp(b, addr)
 	round, _ := strconv.Atoi(os.Getenv("BENCH_ROUND"))
 	for i := range clients {
 		cl := clients[(i+round)%len(clients)]
 		b.Run("client="+cl.name, func(b *testing.B) {
-			for _, conc := range concurrencies {
+			for _, conc := range m.concs {
 				b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
-					// One connection per goroutine: the benchmark measures
-					// checkout, command and return, not queueing for a
-					// connection, and every client gets the same pool.
-					c, err := cl.open(addr, conc)
+					c, err := cl.open(addr, m.size(conc))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -117,6 +135,13 @@ func warmUp(b *testing.B, addr string) {
 // this: it starts a multiple of GOMAXPROCS goroutines, so on 2 cores it has
 // no way to run exactly one. The counter costs one atomic add per
 // operation, the same for every client.
+//
+// It also reports cpu-ns/op, the CPU time (user + system) the whole
+// process spent in the timed loop per operation: the client's own cost,
+// runtime and GC included. On a 2-core machine where the client and
+// redis-server share the CPUs, a client that burns less CPU leaves more to
+// the server, which is what throughput there comes down to. redis-server
+// is another process, so its CPU time is not counted.
 func runConc(b *testing.B, conc int, op func() error) {
 	b.ReportAllocs()
 	var (
@@ -127,6 +152,7 @@ func runConc(b *testing.B, conc int, op func() error) {
 	)
 	n := int64(b.N)
 	b.ResetTimer()
+	cpu0, cpuOK := processCPU()
 	for range conc {
 		wg.Go(func() {
 			for next.Add(1) <= n {
@@ -138,21 +164,26 @@ func runConc(b *testing.B, conc int, op func() error) {
 		})
 	}
 	wg.Wait()
+	cpu1, _ := processCPU()
 	b.StopTimer()
 	if firstErr != nil {
 		b.Fatal(firstErr)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	if cpuOK {
+		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
+	}
 }
 
-// openRedisalive opens a pool of size connections and dials all of them.
+// openRedisalive opens a pool of size connections (0: the library's
+// default) and dials all of them.
 func openRedisalive(addr string, size int, opts redisalive.Options) (*redisalive.Pool, error) {
 	opts.Addr, opts.MaxActive, opts.MaxIdle = addr, size, size
 	p, err := redisalive.NewPool(opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := warm(size, pingCheckout(func() (redis.Conn, error) { return p.Get(context.Background()) })); err != nil {
+	if err := warm(p.Options().MaxActive, pingCheckout(func() (redis.Conn, error) { return p.Get(context.Background()) })); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -193,9 +224,13 @@ func openRedisaliveDo(addr string, size int) (client, error) {
 
 // openRedisaliveAuto is Pool.Do with AutoPipeline: the callers share the
 // pipelines' connections, so the pool's size does not matter to it beyond
-// holding them.
+// holding them: an explicit size is raised to leave one connection beside
+// them (PipelineConns must stay under MaxActive); the default size does.
 func openRedisaliveAuto(addr string, size int) (client, error) {
-	return openRedisaliveOpts(addr, max(size, redisalive.DefaultPipelineConns+1), redisalive.Options{AutoPipeline: true, PipelineConns: pipeConns()})
+	if size > 0 {
+		size = max(size, redisalive.DefaultPipelineConns+1)
+	}
+	return openRedisaliveOpts(addr, size, redisalive.Options{AutoPipeline: true, PipelineConns: pipeConns()})
 }
 
 func openRedisaliveOpts(addr string, size int, opts redisalive.Options) (client, error) {
@@ -230,7 +265,16 @@ func openRedisaliveGet(addr string, size int) (client, error) {
 	}, nil
 }
 
+// newRedigoPool opens a redigo pool of size connections and dials all of
+// them. redigo has no default size (0 is unlimited), so size 0 gives it
+// redisalive's default, which is also go-redis's.
 func newRedigoPool(addr string, size int) (*redis.Pool, error) {
+	if size == 0 {
+		var err error
+		if size, err = defaultPoolSize(addr); err != nil {
+			return nil, err
+		}
+	}
 	p := &redis.Pool{
 		MaxActive: size,
 		MaxIdle:   size,
@@ -249,6 +293,18 @@ func newRedigoPool(addr string, size int) (*redis.Pool, error) {
 	return p, nil
 }
 
+// defaultPoolSize is redisalive's default MaxActive. The library exposes
+// the number only in a pool's resolved Options, so this opens a pool that
+// never dials and asks it, rather than repeating the formula here.
+func defaultPoolSize(addr string) (int, error) {
+	p, err := redisalive.NewPool(redisalive.Options{Addr: addr})
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	return p.Options().MaxActive, nil
+}
+
 func openRedigo(addr string, size int) (client, error) {
 	p, err := newRedigoPool(addr, size)
 	if err != nil {
@@ -262,10 +318,11 @@ func openRedigo(addr string, size int) (client, error) {
 	}, nil
 }
 
+// openGoRedis opens go-redis with PoolSize size; 0 keeps its default.
 func openGoRedis(addr string, size int) (client, error) {
 	rdb := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: size})
 	ctx := context.Background()
-	if err := warm(size, func() (func() error, error) {
+	if err := warm(rdb.Options().PoolSize, func() (func() error, error) {
 		c := rdb.Conn()
 		if err := c.Ping(ctx).Err(); err != nil {
 			c.Close()
@@ -481,9 +538,7 @@ func startServer(b *testing.B) *redistest.Server {
 		if err != nil {
 			b.Fatalf("%s=%q: %v", serverCPUEnv, v, err)
 		}
-		var set unix.CPUSet
-		set.Set(cpu)
-		if err := unix.SchedSetaffinity(srv.PID(), &set); err != nil {
+		if err := pinToCPU(srv.PID(), cpu); err != nil {
 			b.Fatalf("pinning redis-server to CPU %d: %v", cpu, err)
 		}
 	}

@@ -108,6 +108,19 @@ func TestDoctorExitsTwoAtOnceWhenTheServerRefusesConnections(t *testing.T) {
 	}
 }
 
+// TestDoctorExitsTwoAtOnceWhenTheServerRefusesTheURLsPassword: a wrong
+// password is the URL's fault, and the doctor says so rather than that
+// the server cannot be reached.
+func TestDoctorExitsTwoAtOnceWhenTheServerRefusesTheURLsPassword(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Do(t, "CONFIG", "SET", "requirepass", "secret")
+	got := runDoctor(t, nil, "-url", "redis://:wrong@"+srv.Addr())
+	wantExit(t, got, exitUnusable)
+	if want := "redisalive-doctor: " + srv.Addr() + " refuses this URL's settings: redisalive: new connection to " + srv.Addr() + " failed at AUTH: WRONGPASS"; !strings.HasPrefix(got.stderr, want) {
+		t.Errorf("stderr: got %q, want it to start %q", got.stderr, want)
+	}
+}
+
 func TestDoctorExitsTwoWithinTheDialTimeoutWhenNothingAnswers(t *testing.T) {
 	const dialTimeout = 300 * time.Millisecond
 	got := runDoctor(t, nil, "-url", "redis://"+silentAddr(t)+"?dial_timeout="+dialTimeout.String())
@@ -130,7 +143,7 @@ func TestDoctorExitsTwoOnBadInputWithoutShowingThePassword(t *testing.T) {
 	}{
 		{"no URL", nil, nil, "no server: pass -url"},
 		{"empty URL and REDIS_URL", map[string]string{"REDIS_URL": ""}, []string{"-url", ""}, "no server: pass -url"},
-		{"scheme", nil, []string{"-url", "http://localhost"}, `scheme "http", want redis, rediss or unix`},
+		{"scheme", nil, []string{"-url", "http://localhost"}, `scheme "http", want redis, rediss, unix, redis+sentinel or rediss+sentinel`},
 		{"port with password", nil, []string{"-url", "redis://:secret@localhost:99999"}, `parse URL "redis://:xxxxx@localhost:99999": port 99999`},
 		{"password in REDIS_URL", map[string]string{"REDIS_URL": "redis://:secret@localhost?read_timeout=1ns"}, nil, "read_timeout=\"1ns\": must be at least 10ms"},
 		{"unknown flag", nil, []string{"-bogus"}, "flag provided but not defined: -bogus"},
@@ -214,7 +227,7 @@ func TestDoctorBinaryExitsWithTheStatusOfItsFindings(t *testing.T) {
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("go not in PATH: cannot build the command")
+		t.Fatalf("this test builds the command with go, which is not in PATH: %v", err)
 	}
 	srv := redistest.Start(t, "--tcp-keepalive", "0")
 	bin := filepath.Join(t.TempDir(), "redisalive-doctor")

@@ -45,7 +45,7 @@ func poolFindings(o redisalive.Options, b redisalive.Bounds, warnings []string) 
 		{"pool.checkout", b.Checkout,
 			"longest wait for a free connection when the caller's context has no deadline (pool_timeout); then a *PoolTimeoutError says how many were in use", ""},
 		{"pool.command", b.Command,
-			"longest a Do takes when its context has no deadline: pool_timeout + read_timeout", ""},
+			"longest a Do takes when its context has no deadline: pool_timeout + 10 × read_timeout (read_timeout bounds each silence; a reply that keeps trickling in is cut off there)", ""},
 		{"pool.close", b.Close,
 			"Close waits this long for connections in use, then closes them under their callers: the longest of dial_timeout, read_timeout + write_timeout and block_slice + 500ms", ""},
 	} {
@@ -62,7 +62,7 @@ func poolFindings(o redisalive.Options, b redisalive.Bounds, warnings []string) 
 	for _, w := range warnings {
 		setting, why, _ := strings.Cut(w, ": ")
 		findings = append(findings, finding{Check: "pool.warnings", Level: levelWarn, Value: setting, Why: why,
-			Fix: "bring the setting back towards its default in the URL or Options (README: Options, Why these defaults)"})
+			Fix: "bring the setting back towards its default in the URL or Options (docs/options.md: Why these defaults)"})
 	}
 	return findings
 }

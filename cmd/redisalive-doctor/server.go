@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,8 +58,14 @@ func (s server) do(ctx context.Context, cmd string, args ...any) (any, error) {
 func (s server) reach(ctx context.Context, o redisalive.Options) error {
 	ctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
 	defer cancel()
-	if _, err := s.p.Do(ctx, "PING"); err != nil {
-		return fmt.Errorf("cannot reach %s (a PING within dial_timeout %v): %w", o.Addr, o.DialTimeout, err)
+	where := o.Addr
+	if o.Sentinel != nil {
+		where = fmt.Sprintf("master %q (through its sentinels)", o.Sentinel.MasterName)
+	}
+	if _, err := s.p.Do(ctx, "PING"); errors.Is(err, redisalive.ErrMisconfigured) {
+		return fmt.Errorf("%s refuses this URL's settings: %w", where, err)
+	} else if err != nil {
+		return fmt.Errorf("cannot reach %s (a PING within dial_timeout %v): %w", where, o.DialTimeout, err)
 	}
 	return nil
 }

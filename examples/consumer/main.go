@@ -4,6 +4,7 @@
 //
 //	go run ./examples/consumer                       # demo: embedded server, -jobs jobs, exits when all are done
 //	go run ./examples/consumer -addr localhost:6379  # worker on a real Redis; feed it with examples/producer
+//	go run ./examples/consumer -sentinel s1:26379,s2:26379 -master mymaster  # the master Sentinel names, through failovers
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -36,20 +38,31 @@ func main() {
 	queue := flag.String("queue", "jobs", "queue name")
 	jobs := flag.Int("jobs", 3000, "jobs to produce to the embedded server")
 	concurrency := flag.Int("concurrency", 4, "jobs handled at once")
+	sentinels := flag.String("sentinel", "", "sentinels, host:port,...: find the master through Redis Sentinel (with -master), instead of -addr")
+	master := flag.String("master", "mymaster", "the master's name, with -sentinel")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*addr, *queue, *jobs, *concurrency, logger); err != nil {
+	if *sentinels != "" {
+		if *addr != "" && *addr != os.Getenv("REDIS_URL") {
+			logger.Error("-addr and -sentinel name the server twice: give one")
+			os.Exit(2)
+		}
+		*addr = sentinelURL(*sentinels, *master)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// A second signal kills at once, should running jobs take too long.
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, *addr, *queue, *jobs, *concurrency, logger)
+	stop()
+	if err != nil {
 		logger.Error("consumer failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, queue string, jobs, concurrency int, logger *slog.Logger) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	// A second signal kills at once, should running jobs take too long.
-	context.AfterFunc(ctx, stop)
-
+// run consumes until ctx ends (a signal, which is a normal stop) or, in
+// the demo, until every job is handled.
+func run(ctx context.Context, addr, queue string, jobs, concurrency int, logger *slog.Logger) error {
 	demo := addr == ""
 	var opts redisalive.Options
 	if demo {
@@ -94,7 +107,19 @@ func run(addr, queue string, jobs, concurrency int, logger *slog.Logger) error {
 		}
 		w.target, w.done = jobs, finish
 	}
-	logger.Info("consuming", "key", q.PendingKey(), "addr", opts.Addr, "consumer", q.ConsumerID(), "concurrency", concurrency)
+	// Said only once the server has answered. A server that refuses the
+	// configuration (a wrong password, say) ends the run at once; one that
+	// does not answer yet may be on its way back, so Consume waits for it,
+	// and the pool's Logger warns meanwhile.
+	switch _, err := p.Do(ctx, "PING"); {
+	case errors.Is(err, redisalive.ErrMisconfigured):
+		p.Close()
+		return err
+	case err == nil:
+		logger.Info("consuming", "key", q.PendingKey(), "addr", opts.Addr, "consumer", q.ConsumerID(), "concurrency", concurrency)
+	case ctx.Err() == nil:
+		logger.Warn("not connected yet: consuming once the server answers", "addr", opts.Addr, "err", err)
+	}
 	start := time.Now()
 	consumeErr := q.Consume(ctx, w.handle)
 	elapsed := time.Since(start)
@@ -180,7 +205,14 @@ func produce(ctx context.Context, q *redisalive.Queue, n int) error {
 	return nil
 }
 
-// poolOptions reads a redis:// URL or a bare host:port.
+// sentinelURL is the URL of the master named master, found through the
+// sentinels listed in sentinels.
+func sentinelURL(sentinels, master string) string {
+	return "redis+sentinel://" + sentinels + "/" + url.PathEscape(master)
+}
+
+// poolOptions reads a redis:// or redis+sentinel:// URL, or a bare
+// host:port.
 func poolOptions(addr string) (redisalive.Options, error) {
 	if strings.Contains(addr, "://") {
 		return redisalive.ParseURL(addr)

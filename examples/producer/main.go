@@ -2,6 +2,7 @@
 // examples/consumer to handle.
 //
 //	go run ./examples/producer -addr localhost:6379 -n 10000
+//	go run ./examples/producer -sentinel s1:26379,s2:26379 -master mymaster
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,8 +28,17 @@ func main() {
 	addr := flag.String("addr", os.Getenv("REDIS_URL"), "Redis URL (redis://...) or host:port; default $REDIS_URL, else localhost:6379")
 	queue := flag.String("queue", "jobs", "queue name")
 	n := flag.Int("n", 3000, "jobs to push")
+	sentinels := flag.String("sentinel", "", "sentinels, host:port,...: find the master through Redis Sentinel (with -master), instead of -addr")
+	master := flag.String("master", "mymaster", "the master's name, with -sentinel")
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *sentinels != "" {
+		if *addr != "" && *addr != os.Getenv("REDIS_URL") {
+			logger.Error("-addr and -sentinel name the server twice: give one")
+			os.Exit(2)
+		}
+		*addr = "redis+sentinel://" + *sentinels + "/" + url.PathEscape(*master)
+	}
 	if err := run(*addr, *queue, *n, logger); err != nil {
 		logger.Error("producer failed", "err", err)
 		os.Exit(1)
@@ -69,7 +80,8 @@ func run(addr, queue string, n int, logger *slog.Logger) error {
 	return nil
 }
 
-// poolOptions reads a redis:// URL or a bare host:port.
+// poolOptions reads a redis:// or redis+sentinel:// URL, or a bare
+// host:port.
 func poolOptions(addr string) (redisalive.Options, error) {
 	switch {
 	case addr == "":

@@ -69,16 +69,27 @@ func main() {
 	flag.Parse()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	context.AfterFunc(ctx, func() {
-		logger.Info("stopping: running handlers will finish; a second signal kills at once")
-		stop() // restores the default action, should handlers take too long
-	})
+	ctx, release := stopOnSignal(logger)
 	_, err := run(ctx, cfg, logger)
-	stop()
+	release()
 	if err != nil {
 		logger.Error("stream consumer failed", "err", err)
 		os.Exit(1)
+	}
+}
+
+// stopOnSignal returns a context that SIGINT or SIGTERM ends, saying so,
+// after which a second signal kills at once. release stops listening: it
+// says nothing, so a run that ended on its own exits quietly.
+func stopOnSignal(logger *slog.Logger) (ctx context.Context, release func()) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	quiet := context.AfterFunc(ctx, func() {
+		logger.Info("stopping: running handlers will finish; a second signal kills at once")
+		stop() // restores the default action, should handlers take too long
+	})
+	return ctx, func() {
+		quiet()
+		stop()
 	}
 }
 
@@ -435,7 +446,7 @@ func (w *worker) handleOne(ctx context.Context, e entry) {
 		w.logger.Warn("handler failed; the entry stays pending for a retry", "id", e.id, "err", err)
 		return
 	}
-	// bg has no deadline, so Do bounds the XACK by PoolTimeout + ReadTimeout.
+	// bg has no deadline, so Do bounds the XACK by Pool.Bounds().Command.
 	if _, err := w.p.Do(bg, "XACK", w.cfg.stream, w.cfg.group, e.id); err != nil {
 		w.logger.Warn("ack failed; the entry will be handled again", "id", e.id, "err", err)
 		return

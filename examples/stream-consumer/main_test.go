@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +144,17 @@ func TestASecondConsumerReclaimsTheEntriesADeadConsumerLeftPending(t *testing.T)
 		t.Errorf("pending after the run: got %d (%d under the dead consumer), want 0", all, dead)
 	}
 	srv.WaitConnectedClients(t, 0, 2*time.Second) // Shutdown released every connection
+}
+
+// TestARunThatEndsOnItsOwnSaysNothingOfStopping: releasing the signal
+// handling after a run that no signal ended logs nothing, where it used
+// to announce a stop and a second signal that would kill at once.
+func TestARunThatEndsOnItsOwnSaysNothingOfStopping(t *testing.T) {
+	var logged strings.Builder
+	ctx, release := stopOnSignal(slog.New(slog.NewTextHandler(&logged, nil)))
+	release()
+	<-ctx.Done() // released: the context ends, as the signal's would
+	if logged.Len() != 0 {
+		t.Errorf("got log %q, want none", logged.String())
+	}
 }

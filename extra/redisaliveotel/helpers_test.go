@@ -5,9 +5,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
-	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -17,20 +15,13 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/redisalive/redisalive"
+	"github.com/redisalive/redisalive/internal/pooltest"
 )
-
-// pollEvery is how often waitFor checks its condition.
-const pollEvery = 2 * time.Millisecond
 
 // newMiniPool starts a miniredis server and a pool on it, both closed when
 // the test ends.
 func newMiniPool(t *testing.T, opts redisalive.Options) *redisalive.Pool {
-	t.Helper()
-	mr := miniredis.RunT(t)
-	opts.Addr = mr.Addr()
-	p, err := redisalive.NewPool(opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { p.Close() })
+	p, _ := pooltest.OnMiniredis(t, opts)
 	return p
 }
 
@@ -100,19 +91,6 @@ func points(t *testing.T, m metricdata.Metrics, poolName string) map[string]floa
 func attrKey(kv ...attribute.KeyValue) string {
 	set := attribute.NewSet(kv...)
 	return set.Encoded(attribute.DefaultEncoder())
-}
-
-// waitFor checks cond every pollEvery until it holds; it fails t if cond
-// does not hold within the given time.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(pollEvery)
-	}
 }
 
 // commandAttrs are the attributes every span and every duration of a

@@ -43,14 +43,17 @@ var durationBuckets = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10}
 //   - redisalive.client.subscription.count ({subscription}): open
 //     Subscriptions;
 //   - redisalive.client.connection.closed ({connection}; reason: dead,
-//     idle, lifetime, error, canceled, state or max_idle), the
+//     idle, lifetime, error, canceled, state, max_idle or stale), the
 //     connections the pool closed, and why;
 //   - redisalive.client.connection.dial_errors ({error}),
 //     redisalive.client.connection.leaks ({connection}, held longer than
 //     LeakDetectionThreshold), redisalive.client.connection.health_checks
 //     ({check}), redisalive.client.blocking.rounds ({round}),
-//     redisalive.client.blocking.redials ({redial}) and
-//     redisalive.client.subscription.gaps ({gap}).
+//     redisalive.client.blocking.redials ({redial}),
+//     redisalive.client.subscription.gaps ({gap}),
+//     redisalive.client.failovers ({failover}, moves to a new master) and
+//     redisalive.client.connection.zombies_killed ({connection}, abandoned
+//     after a failure and killed on the server).
 //
 // Every point carries db.client.connection.pool.name. The histograms use
 // the boundaries the conventions advise for db.client.operation.duration.
@@ -180,6 +183,10 @@ var counters = []struct {
 		func(s *redisalive.Stats) int64 { return s.BlockingRedials }},
 	{"redisalive.client.subscription.gaps", "{gap}", "The number of times a subscription reconnected and reported that messages may have been lost.",
 		func(s *redisalive.Stats) int64 { return s.SubscriptionGaps }},
+	{"redisalive.client.failovers", "{failover}", "The number of times the pool moved to a new master: Sentinel announced or named one, or the server under a fixed address answered it is no longer the master.",
+		func(s *redisalive.Stats) int64 { return s.Failovers }},
+	{"redisalive.client.connection.zombies_killed", "{connection}", "The number of connections abandoned after a failure and then killed on the server (CLIENT KILL ID) before anything more was sent.",
+		func(s *redisalive.Stats) int64 { return s.ZombiesKilled }},
 }
 
 // commandDone records a caller's command, from before its checkout to its

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/extra/redisaliveotel"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 // TestInstrumentMetricsReportsEveryInstrumentAfterKnownTraffic runs a
@@ -53,7 +54,7 @@ func TestInstrumentMetricsReportsEveryInstrumentAfterKnownTraffic(t *testing.T) 
 	require.NoError(t, err)
 	waited := make(chan error, 1)
 	go func() { waited <- do("GET", "k") }()
-	waitFor(t, 2*time.Second, "a caller waiting", func() bool { return p.Stats().Waiting == 1 })
+	testkit.WaitFor(t, 2*time.Second, "a caller waiting", func() bool { return p.Stats().Waiting == 1 })
 
 	got := collect(t, reader)
 
@@ -87,15 +88,17 @@ func TestInstrumentMetricsReportsEveryInstrumentAfterKnownTraffic(t *testing.T) 
 		}},
 		"redisalive.client.connection.closed": {"{connection}", map[string]float64{
 			reason("dead"): 0, reason("idle"): 0, reason("lifetime"): 0, reason("error"): 0,
-			reason("canceled"): 0, reason("state"): 1, reason("max_idle"): 0,
+			reason("canceled"): 0, reason("state"): 1, reason("max_idle"): 0, reason("stale"): 0,
 		}},
-		"redisalive.client.connection.dial_errors":   {"{error}", map[string]float64{"": 0}},
-		"redisalive.client.connection.leaks":         {"{connection}", map[string]float64{"": 0}},
-		"redisalive.client.connection.health_checks": {"{check}", map[string]float64{"": 0}},
-		"redisalive.client.blocking.rounds":          {"{round}", map[string]float64{"": 1}},
-		"redisalive.client.blocking.redials":         {"{redial}", map[string]float64{"": 0}},
-		"redisalive.client.subscription.count":       {"{subscription}", map[string]float64{"": 0}},
-		"redisalive.client.subscription.gaps":        {"{gap}", map[string]float64{"": 0}},
+		"redisalive.client.connection.dial_errors":    {"{error}", map[string]float64{"": 0}},
+		"redisalive.client.connection.leaks":          {"{connection}", map[string]float64{"": 0}},
+		"redisalive.client.connection.health_checks":  {"{check}", map[string]float64{"": 0}},
+		"redisalive.client.blocking.rounds":           {"{round}", map[string]float64{"": 1}},
+		"redisalive.client.blocking.redials":          {"{redial}", map[string]float64{"": 0}},
+		"redisalive.client.subscription.count":        {"{subscription}", map[string]float64{"": 0}},
+		"redisalive.client.subscription.gaps":         {"{gap}", map[string]float64{"": 0}},
+		"redisalive.client.connection.zombies_killed": {"{connection}", map[string]float64{"": 0}},
+		"redisalive.client.failovers":                 {"{failover}", map[string]float64{"": 0}},
 	}
 	for name, w := range want {
 		m, ok := got[name]

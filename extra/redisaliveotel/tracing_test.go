@@ -17,6 +17,7 @@ import (
 	"github.com/redisalive/redisalive/extra/redisaliveotel"
 	"github.com/redisalive/redisalive/internal/faultproxy"
 	"github.com/redisalive/redisalive/internal/redistest"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 // TestInstrumentTracingStartsOneClientSpanPerCommand: Do and Do on a
@@ -114,9 +115,9 @@ func TestInstrumentTracingAddsARedialEventWhenBRPopRidesOutADeadLink(t *testing.
 		_, _, err := p.BRPop(ctx, "jobs")
 		popped <- err
 	}()
-	waitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
+	testkit.WaitFor(t, 2*time.Second, "first round", func() bool { return p.Stats().BlockingRounds >= 1 })
 	proxy.Blackhole()
-	waitFor(t, 5*time.Second, "a redial", func() bool { return p.Stats().BlockingRedials >= 1 })
+	testkit.WaitFor(t, 5*time.Second, "a redial", func() bool { return p.Stats().BlockingRedials >= 1 })
 	proxy.Heal()
 	srv.Do(t, "LPUSH", "jobs", "after-heal")
 	select {

@@ -17,10 +17,12 @@
 //	redisalive_health_checks_total                   PINGs to idle connections and quiet subscriptions
 //	redisalive_leaks_total                           connections held past LeakDetectionThreshold
 //	redisalive_connections_closed_total{reason}      connections the pool closed: dead, idle,
-//	                                                 lifetime, error, canceled, state or max_idle
+//	                                                 lifetime, error, canceled, state, max_idle or stale
 //	redisalive_blocking_rounds_total                 rounds of blocking reads sent
 //	redisalive_blocking_redials_total                blocking reads moved to a new connection
 //	redisalive_subscription_gaps_total               reconnects of a Subscription that lost messages
+//	redisalive_failovers_total                       moves to a new master
+//	redisalive_zombies_killed_total                  connections abandoned after a failure, killed on the server
 package redisaliveprom
 
 import (
@@ -79,8 +81,12 @@ func NewCollector(p *redisalive.Pool, poolName string) prometheus.Collector {
 			func(s *redisalive.Stats) int64 { return s.BlockingRedials }),
 		counter("subscription_gaps_total", "Times a Subscription reconnected and reported that messages may have been lost.",
 			func(s *redisalive.Stats) int64 { return s.SubscriptionGaps }),
+		counter("failovers_total", "Times the pool moved to a new master: Sentinel announced or named one, or the server under a fixed address answered it is no longer the master.",
+			func(s *redisalive.Stats) int64 { return s.Failovers }),
+		counter("zombies_killed_total", "Connections abandoned after a failure and then killed on the server (CLIENT KILL ID) before anything more was sent.",
+			func(s *redisalive.Stats) int64 { return s.ZombiesKilled }),
 	}
-	closed := desc("connections_closed_total", "Connections the pool closed, by reason: dead, idle, lifetime, error, canceled, state or max_idle.", "reason")
+	closed := desc("connections_closed_total", "Connections the pool closed, by reason: dead, idle, lifetime, error, canceled, state, max_idle or stale.", "reason")
 	for _, r := range redisalive.CloseReasons() {
 		c.stats = append(c.stats, stat{closed, prometheus.CounterValue,
 			func(s *redisalive.Stats) float64 { return float64(s.ClosedBy(r)) }, []string{r.String()}})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redisalive/redisalive"
 	"github.com/redisalive/redisalive/extra/redisaliveprom"
+	"github.com/redisalive/redisalive/internal/testkit"
 )
 
 // scrapeAfterKnownTraffic runs a known script through a pool of one
@@ -46,7 +47,7 @@ func scrapeAfterKnownTraffic(t *testing.T, p *redisalive.Pool, scrape func()) {
 		_, err := p.Do(ctx, "GET", "k")
 		waited <- err
 	}()
-	waitFor(t, 2*time.Second, "a caller waiting", func() bool { return p.Stats().Waiting == 1 })
+	testkit.WaitFor(t, 2*time.Second, "a caller waiting", func() bool { return p.Stats().Waiting == 1 })
 
 	scrape()
 
@@ -76,7 +77,7 @@ func TestCollectorReportsStatsAfterKnownTraffic(t *testing.T) {
 		}
 	})
 	assert.NoError(t, compared)
-	assert.Equal(t, 23, count, "series: every metric but connections and connections_closed_total has one")
+	assert.Equal(t, 26, count, "series: every metric but connections and connections_closed_total has one")
 	// The timed-out wait lasted its context's 20 ms; the one in progress
 	// is added when it ends.
 	assert.GreaterOrEqual(t, waitSeconds, 0.01, "redisalive_wait_seconds_total")
@@ -91,6 +92,7 @@ var wantNames = []string{
 	"redisalive_dial_errors_total", "redisalive_waits_total", "redisalive_pool_timeouts_total",
 	"redisalive_health_checks_total", "redisalive_leaks_total", "redisalive_connections_closed_total",
 	"redisalive_blocking_rounds_total", "redisalive_blocking_redials_total", "redisalive_subscription_gaps_total",
+	"redisalive_zombies_killed_total", "redisalive_failovers_total",
 }
 
 const wantScrape = `
@@ -137,7 +139,13 @@ redisalive_blocking_redials_total{pool="cache"} 0
 # HELP redisalive_subscription_gaps_total Times a Subscription reconnected and reported that messages may have been lost.
 # TYPE redisalive_subscription_gaps_total counter
 redisalive_subscription_gaps_total{pool="cache"} 0
-# HELP redisalive_connections_closed_total Connections the pool closed, by reason: dead, idle, lifetime, error, canceled, state or max_idle.
+# HELP redisalive_failovers_total Times the pool moved to a new master: Sentinel announced or named one, or the server under a fixed address answered it is no longer the master.
+# TYPE redisalive_failovers_total counter
+redisalive_failovers_total{pool="cache"} 0
+# HELP redisalive_zombies_killed_total Connections abandoned after a failure and then killed on the server (CLIENT KILL ID) before anything more was sent.
+# TYPE redisalive_zombies_killed_total counter
+redisalive_zombies_killed_total{pool="cache"} 0
+# HELP redisalive_connections_closed_total Connections the pool closed, by reason: dead, idle, lifetime, error, canceled, state, max_idle or stale.
 # TYPE redisalive_connections_closed_total counter
 redisalive_connections_closed_total{pool="cache",reason="canceled"} 0
 redisalive_connections_closed_total{pool="cache",reason="dead"} 0
@@ -145,6 +153,7 @@ redisalive_connections_closed_total{pool="cache",reason="error"} 0
 redisalive_connections_closed_total{pool="cache",reason="idle"} 0
 redisalive_connections_closed_total{pool="cache",reason="lifetime"} 0
 redisalive_connections_closed_total{pool="cache",reason="max_idle"} 0
+redisalive_connections_closed_total{pool="cache",reason="stale"} 0
 redisalive_connections_closed_total{pool="cache",reason="state"} 1
 `
 

@@ -86,23 +86,47 @@ func runFlag() string {
 
 // childRunPattern selects test name in the child, keeping any subtest
 // levels of the parent's -run pattern, so that `-run TestFaults/Keep`
-// runs only the matching subtests in the namespace.
+// runs only the matching subtests in the namespace. go test reads a
+// top-level | as separating whole patterns, each with its own levels
+// (`-run 'TestFaults/Keep|TestOther'`): only those whose first level
+// matches name are kept, so the child runs nothing but name.
 func childRunPattern(name, parent string) string {
-	pattern := "^" + regexp.QuoteMeta(name) + "$"
-	depth := 0
-	for i, r := range parent {
+	self := "^" + regexp.QuoteMeta(name) + "$"
+	var kept []string
+	for _, alt := range splitTop(parent, '|') {
+		levels := splitTop(alt, '/')
+		if re, err := regexp.Compile(levels[0]); err == nil && !re.MatchString(name) {
+			continue
+		}
+		if len(levels) == 1 {
+			return self // every subtest
+		}
+		kept = append(kept, self+"/"+strings.Join(levels[1:], "/"))
+	}
+	if len(kept) == 0 {
+		return self
+	}
+	return strings.Join(kept, "|")
+}
+
+// splitTop splits s at each sep outside brackets and parentheses.
+func splitTop(s string, sep rune) []string {
+	var parts []string
+	depth, from := 0, 0
+	for i, r := range s {
 		switch r {
 		case '[', '(':
 			depth++
 		case ']', ')':
 			depth--
-		case '/':
+		case sep:
 			if depth == 0 {
-				return pattern + parent[i:]
+				parts = append(parts, s[from:i])
+				from = i + 1
 			}
 		}
 	}
-	return pattern
+	return append(parts, s[from:])
 }
 
 func missingPrereqs() []string {
@@ -201,11 +225,54 @@ const (
 // cleanup) removes exactly those rules.
 func Blackhole(t testing.TB, port int, dir Direction) (heal func()) {
 	t.Helper()
+	return blackhole(t, "", port, dir)
+}
+
+// BlackholeFrom is Blackhole for the connections whose client side has
+// the local address src alone, e.g. "127.0.0.9": connections to the same
+// port from other addresses (127.0.0.1) keep working. With a server that
+// dials out from a source address of its own (bind-source-addr), it cuts
+// that server off while clients still get through.
+func BlackholeFrom(t testing.TB, src string, port int, dir Direction) (heal func()) {
+	t.Helper()
+	if net.ParseIP(src) == nil {
+		t.Fatalf("faultnet: source address %q is not an IP address", src)
+	}
+	return blackhole(t, src, port, dir)
+}
+
+// BlackholeAddr silently drops every TCP packet from or to the local
+// address addr, e.g. "127.0.0.9", whatever its ports, until the returned
+// heal func (idempotent, also run at cleanup) removes exactly those rules.
+// With a server that dials out from an address of its own
+// (bind-source-addr), it cuts the connections that server opened, which
+// Blackhole of its port leaves up: a cluster node's links to the other
+// nodes' cluster bus, say.
+func BlackholeAddr(t testing.TB, addr string) (heal func()) {
+	t.Helper()
+	if net.ParseIP(addr) == nil {
+		t.Fatalf("faultnet: address %q is not an IP address", addr)
+	}
+	return insertRules(t,
+		[]string{"INPUT", "-p", "tcp", "-s", addr, "-j", "DROP"},
+		[]string{"INPUT", "-p", "tcp", "-d", addr, "-j", "DROP"})
+}
+
+// blackhole is Blackhole for the clients at address src, or for all if src
+// is "".
+func blackhole(t testing.TB, src string, port int, dir Direction) (heal func()) {
+	t.Helper()
 	p := strconv.Itoa(port)
 	// Every loopback packet passes INPUT once: client-to-server packets
 	// carry --dport port, server-to-client ones --sport port.
-	toServer := []string{"INPUT", "-p", "tcp", "--dport", p, "-j", "DROP"}
-	fromServer := []string{"INPUT", "-p", "tcp", "--sport", p, "-j", "DROP"}
+	toServer := []string{"INPUT", "-p", "tcp", "--dport", p}
+	fromServer := []string{"INPUT", "-p", "tcp", "--sport", p}
+	if src != "" {
+		toServer = append(toServer, "-s", src)
+		fromServer = append(fromServer, "-d", src)
+	}
+	toServer = append(toServer, "-j", "DROP")
+	fromServer = append(fromServer, "-j", "DROP")
 	switch dir {
 	case ToServer:
 		return insertRules(t, toServer)

@@ -43,6 +43,58 @@ func TestFaultnetSelfTest(t *testing.T) {
 		readPong(t, c, 5*time.Second)
 	})
 
+	t.Run("BlackholeFrom", func(t *testing.T) {
+		srv := redistest.Start(t)
+		const src = "127.0.0.9"
+		cut := dialPingFrom(t, src, srv.Addr())
+		kept := dialPing(t, srv.Addr())
+
+		heal := faultnet.BlackholeFrom(t, src, srv.Port(), faultnet.Both)
+		write(t, cut, "PING\r\n")
+		cut.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := cut.Read(make([]byte, 16)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read from %s under blackhole: got %v, want a timeout", src, err)
+		}
+		d := net.Dialer{Timeout: 300 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		if c, err := d.Dial("tcp", srv.Addr()); err == nil {
+			c.Close()
+			t.Fatalf("dial from %s under blackhole: got a connection, want a timeout", src)
+		} else if ne := net.Error(nil); !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("dial from %s under blackhole: got %v, want a timeout", src, err)
+		}
+		// Clients on other addresses are not cut off.
+		write(t, kept, "PING\r\n")
+		readPong(t, kept, 2*time.Second)
+		dialPing(t, srv.Addr())
+
+		heal()
+		readPong(t, cut, 5*time.Second)
+	})
+
+	t.Run("BlackholeAddr", func(t *testing.T) {
+		srv, other := redistest.Start(t), redistest.Start(t)
+		const src = "127.0.0.9"
+		cut := dialPingFrom(t, src, srv.Addr())
+		cutOther := dialPingFrom(t, src, other.Addr())
+		kept := dialPing(t, srv.Addr())
+
+		heal := faultnet.BlackholeAddr(t, src)
+		for _, c := range []net.Conn{cut, cutOther} {
+			write(t, c, "PING\r\n")
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 16)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read on a connection from %s to %s under blackhole: got %v, want a timeout", src, c.RemoteAddr(), err)
+			}
+		}
+		// Clients on other addresses are not cut off.
+		write(t, kept, "PING\r\n")
+		readPong(t, kept, 2*time.Second)
+
+		heal()
+		readPong(t, cut, 5*time.Second)
+		readPong(t, cutOther, 5*time.Second)
+	})
+
 	t.Run("Reset", func(t *testing.T) {
 		srv := redistest.Start(t)
 		c := dialPing(t, srv.Addr())
@@ -98,7 +150,18 @@ func TestFaultnetSelfTest(t *testing.T) {
 // round trip, so the server has accepted it.
 func dialPing(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	return dialPingFrom(t, "", addr)
+}
+
+// dialPingFrom is dialPing from the local address src, or one the kernel
+// picks if src is "".
+func dialPingFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,11 +4,16 @@
 //
 // It models what a userspace proxy can model: a link blackholed one way or
 // both, a server that forgot its connections (half-open client sockets),
-// connection resets, latency and slow closes. It cannot model anything the kernel does on its
-// own: the proxy's sockets are ordinary sockets whose kernel keeps ACKing
-// whatever the client sends, even while the proxy is blackholed. TCP
-// keepalive probes and TCP_USER_TIMEOUT therefore always succeed through the
-// proxy and cannot be tested with it.
+// connection resets, latency, slow closes, a name that moves to another
+// server, as DNS or a managed endpoint does on failover, a connection cut
+// after a given number of bytes (in the middle of a reply, or of a
+// command), a middlebox that still delivers what it holds for the server
+// after losing the client, and replies sliced into small, spaced segments
+// (a slow link). It cannot model anything the kernel does on its own: the
+// proxy's sockets are ordinary sockets whose kernel keeps ACKing whatever
+// the client sends, even while the proxy is blackholed. TCP keepalive
+// probes and TCP_USER_TIMEOUT therefore always succeed through the proxy
+// and cannot be tested with it.
 package faultproxy
 
 import (
@@ -25,20 +30,24 @@ const bufSize = 32 << 10
 // injecting the faults its methods switch on. All methods are safe for
 // concurrent use.
 type Proxy struct {
-	target string
-	ln     *net.TCPListener
-	wg     sync.WaitGroup
+	ln *net.TCPListener
+	wg sync.WaitGroup
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	target string // where connections accepted now go
 	// healed holds, per Direction, a channel closed while forwarding that
 	// way is allowed; Blackhole replaces it with an open channel so that
 	// waiters block until Heal closes it.
 	healed    [2]chan struct{}
-	latency   time.Duration
+	latency   [2]time.Duration // per Direction
+	slice     [2]slicing       // per Direction
+	cut       Cut
 	slowClose time.Duration
 	rto       time.Duration
 	conns     map[*conn]struct{}
 	accepted  int
+	held      int      // chunks read from one side and not yet delivered to the other, or dropped
+	received  [2]int64 // bytes read to forward, per Direction
 	closed    bool
 }
 
@@ -46,12 +55,35 @@ type Proxy struct {
 // guarded by Proxy.mu.
 type conn struct {
 	client *net.TCPConn
+	target string // fixed at accept
 	// ctx is cancelled when the connection is torn down, which interrupts
 	// every wait the connection's goroutines may be in.
 	ctx       context.Context
 	cancel    context.CancelFunc
 	upstream  net.Conn
 	forgotten bool
+	crossed   [2]int64      // bytes forwarded, per Direction
+	cutAt     time.Time     // when the client side was cut; zero: not cut
+	linger    time.Duration // of the cut: see Cut.Linger
+}
+
+// Cut describes how every connection is cut once a number of bytes has
+// crossed it one way, as a middlebox that drops connections does.
+type Cut struct {
+	Dir   Direction // the direction whose bytes are counted
+	After int64     // bytes that cross before the cut; the rest of the chunk is dropped; 0: never cut
+	Reset bool      // close the client side with a TCP RST rather than a FIN
+	// Linger is how long after the cut the commands the proxy already
+	// read from the client may still reach the server: a middlebox that
+	// lost the client flushing what it held toward the server late. The
+	// upstream is closed once they are delivered. Zero: at once.
+	Linger time.Duration
+}
+
+// slicing forwards bytes in segments of at most size, each after gap.
+type slicing struct {
+	size int
+	gap  time.Duration
 }
 
 // Direction is a way bytes flow through the proxy.
@@ -85,6 +117,17 @@ func New(target string) (*Proxy, error) {
 // Addr returns the address clients should dial instead of the target.
 func (p *Proxy) Addr() string {
 	return p.ln.Addr().String()
+}
+
+// SetTarget makes the connections accepted from now on go to target, as a
+// DNS name or a managed endpoint that moves to another server does.
+// Connections accepted before keep theirs, even those that a blackhole
+// keeps from being dialled yet: a client keeps the address it resolved
+// when it connected.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
 }
 
 // Blackhole stops forwarding in both directions without closing anything:
@@ -152,9 +195,35 @@ func (p *Proxy) ResetAll() {
 // SetLatency delays every forwarded chunk in both directions by d; 0 means
 // no delay.
 func (p *Proxy) SetLatency(d time.Duration) {
+	p.SetLatencyOneWay(ToServer, d)
+	p.SetLatencyOneWay(ToClient, d)
+}
+
+// SetLatencyOneWay delays every chunk forwarded in direction dir by d; 0
+// means no delay.
+func (p *Proxy) SetLatencyOneWay(dir Direction, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.latency = d
+	p.latency[dir] = d
+}
+
+// SetCut cuts every connection, current and future, as c describes once
+// c.After bytes have crossed it in c.Dir since it was accepted. The zero Cut
+// cuts nothing.
+func (p *Proxy) SetCut(c Cut) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = c
+}
+
+// SetSlice forwards bytes in direction dir in segments of at most size
+// bytes, each written gap after the one before: a slow or fragmenting link.
+// A size of 1 byte and a gap of 2 s is a trickle; 4 KiB every 62.5 ms is 64
+// KiB/s. A size of 0 turns slicing off.
+func (p *Proxy) SetSlice(dir Direction, size int, gap time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slice[dir] = slicing{size: size, gap: gap}
 }
 
 // SetRetransmission makes bytes held back by a blackhole cross after Heal
@@ -187,6 +256,22 @@ func (p *Proxy) Conns() int {
 	return len(p.conns)
 }
 
+// Held returns how many chunks the proxy has read from one side and not
+// yet delivered to the other or dropped: bytes in flight on the link.
+func (p *Proxy) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
+}
+
+// Received returns how many bytes the proxy has read, over all
+// connections, to forward in direction dir, whether or not they crossed.
+func (p *Proxy) Received(dir Direction) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received[dir]
+}
+
 // Accepted returns the number of connections accepted since New.
 func (p *Proxy) Accepted() int {
 	p.mu.Lock()
@@ -217,6 +302,7 @@ func (p *Proxy) acceptLoop() {
 		ctx, cancel := context.WithCancel(context.Background())
 		c := &conn{client: nc, ctx: ctx, cancel: cancel}
 		p.mu.Lock()
+		c.target = p.target
 		p.accepted++
 		if p.closed {
 			// Close has already snapshotted the connections and would
@@ -240,7 +326,7 @@ func (p *Proxy) serve(c *conn) {
 		return
 	}
 	var d net.Dialer
-	up, err := d.DialContext(c.ctx, "tcp", p.target)
+	up, err := d.DialContext(c.ctx, "tcp", c.target)
 	if err != nil {
 		p.drop(c, false)
 		return
@@ -295,7 +381,10 @@ func (p *Proxy) toClient(c *conn, up net.Conn) {
 			return
 		}
 		if n > 0 && !p.send(c, ToClient, c.client, buf[:n], sent) {
-			p.drop(c, false)
+			if !p.isCut(c) {
+				p.drop(c, false)
+			}
+			// Cut: toServer delivers what it holds, then tears c down.
 			return
 		}
 		if err != nil {
@@ -313,16 +402,87 @@ func (p *Proxy) toClient(c *conn, up net.Conn) {
 
 // send writes b, read at sent, to dst, which lies in direction dir, after
 // the configured latency, holding it back while that direction is
-// blackholed. It reports false if c was torn down or the write failed.
+// blackholed, sliced and cut as configured. It reports false if c was torn
+// down, cut, or the write failed.
 func (p *Proxy) send(c *conn, dir Direction, dst net.Conn, b []byte, sent time.Time) bool {
 	p.mu.Lock()
-	d := p.latency
+	d := p.latency[dir]
+	p.held++
+	p.received[dir] += int64(len(b))
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.held--
+		p.mu.Unlock()
+	}()
 	if !pause(c.ctx, d) || !p.cross(c, dir, sent.Add(d)) {
 		return false
 	}
-	_, err := dst.Write(b)
-	return err == nil
+	p.mu.Lock()
+	cutAt, linger := c.cutAt, c.linger
+	p.mu.Unlock()
+	if !cutAt.IsZero() {
+		// Read before the cut: a command still held reaches the server
+		// late, a reply never reaches the client.
+		if dir == ToClient || !pause(c.ctx, time.Until(cutAt.Add(linger))) {
+			return false
+		}
+	}
+	for len(b) > 0 {
+		p.mu.Lock()
+		sl, cut := p.slice[dir], p.cut
+		chunk := b
+		if sl.size > 0 && len(chunk) > sl.size {
+			chunk = chunk[:sl.size]
+		}
+		cutNow := false
+		if cut.After > 0 && cut.Dir == dir && c.cutAt.IsZero() && c.crossed[dir]+int64(len(chunk)) >= cut.After {
+			// A cut set after more than After bytes crossed: at once.
+			chunk, cutNow = chunk[:max(0, cut.After-c.crossed[dir])], true
+		}
+		c.crossed[dir] += int64(len(chunk))
+		p.mu.Unlock()
+		if len(chunk) > 0 {
+			if _, err := dst.Write(chunk); err != nil {
+				return false
+			}
+		}
+		if cutNow {
+			p.cutClient(c, cut.Reset, cut.Linger)
+			return dir == ToServer && len(chunk) == len(b) // nothing was dropped
+		}
+		b = b[len(chunk):]
+		if len(b) > 0 && sl.size > 0 && !pause(c.ctx, sl.gap) {
+			return false
+		}
+	}
+	return true
+}
+
+// CutAll cuts every current connection now, as SetCut describes, with a
+// reset if asked, delivering what the proxy holds for the server linger
+// after the cut.
+func (p *Proxy) CutAll(reset bool, linger time.Duration) {
+	for _, c := range p.snapshot() {
+		p.cutClient(c, reset, linger)
+	}
+}
+
+// cutClient closes c's client side, with a reset if asked, and leaves its
+// upstream open for what the proxy still holds for the server: toServer
+// closes it once it has delivered that and finds the client gone.
+func (p *Proxy) cutClient(c *conn, reset bool, linger time.Duration) {
+	p.mu.Lock()
+	if !c.cutAt.IsZero() {
+		p.mu.Unlock()
+		return
+	}
+	c.cutAt, c.linger = time.Now(), linger
+	p.mu.Unlock()
+	if reset {
+		c.client.SetLinger(0)
+	}
+	c.client.Close()
 }
 
 // cross blocks until what was sent in direction dir at sent may cross the
@@ -367,6 +527,12 @@ func untilResend(sent time.Time, rto time.Duration, now time.Time) time.Duration
 		due = due.Add(rto)
 	}
 	return due.Sub(now)
+}
+
+func (p *Proxy) isCut(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !c.cutAt.IsZero()
 }
 
 func (p *Proxy) isForgotten(c *conn) bool {

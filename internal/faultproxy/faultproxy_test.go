@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -347,4 +348,175 @@ func TestRetransmissionHoldsBytesPastHealUntilTheirResendIsDue(t *testing.T) {
 	if elapsed := time.Since(start); elapsed >= rto {
 		t.Fatalf("fresh bytes took %v, want less than %v: nothing of theirs was lost", elapsed, rto)
 	}
+}
+
+// sink is a server handler that records everything it receives, for
+// tests of what reaches the server, and echoes it.
+type sink struct {
+	mu  sync.Mutex
+	got []byte
+}
+
+func (r *sink) handle(c net.Conn) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := c.Read(buf)
+		r.mu.Lock()
+		r.got = append(r.got, buf[:n]...)
+		r.mu.Unlock()
+		if err != nil {
+			return
+		}
+		c.Write(buf[:n])
+	}
+}
+
+func (r *sink) received() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return string(r.got)
+}
+
+// waitReceived waits for the server to have received want, failing t if
+// it does not within patience.
+func (r *sink) waitReceived(t *testing.T, want string) time.Time {
+	t.Helper()
+	for deadline := time.Now().Add(patience); r.received() != want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server received %q, want %q", r.received(), want)
+		}
+	}
+	return time.Now()
+}
+
+func TestCutToClientDeliversExactlyTheBytesBeforeItThenEnds(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(map[bool]string{false: "FIN", true: "RST"}[reset], func(t *testing.T) {
+			p := setup(t, echo)
+			p.SetCut(Cut{Dir: ToClient, After: 7, Reset: reset})
+			c := dial(t, p)
+			write(t, c, "0123")
+			expect(t, c, "0123")
+			write(t, c, "456789")
+			expect(t, c, "456")
+			want := io.EOF
+			if reset {
+				want = syscall.ECONNRESET
+			}
+			expectEnd(t, c, want)
+		})
+	}
+}
+
+func TestCutToServerLetsThePrefixThroughAndClosesBothSides(t *testing.T) {
+	var r sink
+	p := setup(t, r.handle)
+	p.SetCut(Cut{Dir: ToServer, After: 5})
+	c := dial(t, p)
+	write(t, c, "abcdefgh")
+	r.waitReceived(t, "abcde")
+	// The sink echoes what it got, and the echo may cross before the
+	// proxy closes the client's side: the connection must end, after at
+	// most that echo.
+	c.SetReadDeadline(time.Now().Add(patience))
+	echoed, err := io.ReadAll(c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %q, then %v: want the connection to end", echoed, err)
+	}
+	if !strings.HasPrefix("abcde", string(echoed)) {
+		t.Fatalf("read %q before the end, want at most the echo of %q", echoed, "abcde")
+	}
+	expectCount(t, "Conns", waitConns(t, p, 0), 0)
+}
+
+func TestCutWithLingerDeliversWhatTheProxyHeldLate(t *testing.T) {
+	var r sink
+	p := setup(t, r.handle)
+	const latency, linger = 200 * time.Millisecond, 600 * time.Millisecond
+	c := dial(t, p)
+	roundTrip(t, c, "a") // the upstream is up
+	p.SetLatencyOneWay(ToServer, latency)
+	write(t, c, "b")
+	for deadline := time.Now().Add(patience); p.Received(ToServer) != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Received(ToServer) = %d, want 2: \"b\" never reached the proxy", p.Received(ToServer))
+		}
+	}
+	if p.Held() != 1 {
+		t.Fatalf("Held() = %d, want 1: \"b\", delayed", p.Held())
+	}
+	p.CutAll(true, linger)
+	cut := time.Now()
+	expectEnd(t, c, syscall.ECONNRESET)
+	at := r.waitReceived(t, "ab")
+	expectAtLeast(t, at.Sub(cut), linger-50*time.Millisecond)
+	expectCount(t, "Conns", waitConns(t, p, 0), 0)
+}
+
+func TestSliceSpacesSegmentsAndKeepsTheBytes(t *testing.T) {
+	p := setup(t, echo)
+	p.SetSlice(ToClient, 2, 50*time.Millisecond)
+	c := dial(t, p)
+	start := time.Now()
+	roundTrip(t, c, "0123456789")
+	expectAtLeast(t, time.Since(start), 4*50*time.Millisecond)
+}
+
+// waitConns waits until the proxy holds n connections and returns how many
+// it holds.
+func waitConns(t *testing.T, p *Proxy, n int) int {
+	t.Helper()
+	for deadline := time.Now().Add(patience); p.Conns() != n && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return p.Conns()
+}
+
+// named answers each read with its name and what it read, so that a test
+// can tell which server a connection reached.
+func named(name string) func(net.Conn) {
+	return func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if _, err := c.Write([]byte(name + ":" + string(buf[:n]))); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func TestSetTargetSendsNewConnectionsToTheNewTargetAndLeavesOldOnes(t *testing.T) {
+	p := setup(t, named("a"))
+	b := startServer(t, named("b"))
+	before := dial(t, p)
+	write(t, before, "1")
+	expect(t, before, "a:1")
+
+	p.SetTarget(b)
+	after := dial(t, p)
+	write(t, after, "2")
+	expect(t, after, "b:2")
+	write(t, before, "3")
+	expect(t, before, "a:3")
+	expectCount(t, "Conns", p.Conns(), 2)
+}
+
+func TestSetTargetLeavesConnectionsAcceptedDuringABlackholeOnTheOldTarget(t *testing.T) {
+	p := setup(t, named("a"))
+	b := startServer(t, named("b"))
+	p.Blackhole()
+	pending := dial(t, p)
+	write(t, pending, "1")
+	expectSilence(t, pending)
+
+	p.SetTarget(b)
+	p.Heal()
+	expect(t, pending, "a:1")
+	fresh := dial(t, p)
+	write(t, fresh, "2")
+	expect(t, fresh, "b:2")
 }

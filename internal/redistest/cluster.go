@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +22,14 @@ const (
 	// clusterNodeTimeout is short so that a test of a failed node does not
 	// wait the default 15 s for the cluster to notice.
 	clusterNodeTimeout = 2 * time.Second
+	// failoverNodeTimeout is a cluster with replicas' node timeout: a
+	// replica is promoted about two of them after its master fails (the
+	// others flag it after one, the replica waits 0.5 to 1 s more, then
+	// wins its election).
+	failoverNodeTimeout = time.Second
+	// firstSourceHost is the last byte of the first node's source
+	// address, 127.0.0.x, in a cluster with replicas.
+	firstSourceHost = 10
 	// busPortOffset is how far above its client port a node listens for
 	// the cluster bus; Redis fixes it.
 	busPortOffset = 10000
@@ -34,11 +45,13 @@ const (
 	migrateTimeout = adminTimeout / 2
 )
 
-// Cluster is a Redis Cluster of masters without replicas, each node a
-// Server owned by one test. Like Server, its methods are not safe to call
-// concurrently with a node's Stop or Restart.
+// Cluster is a Redis Cluster, each node a Server owned by one test: masters
+// alone (StartCluster), or each with replicas (StartClusterWithReplicas).
+// Like Server, its methods are not safe to call concurrently with a node's
+// Stop or Restart.
 type Cluster struct {
-	nodes []*Server
+	nodes   []*Server // the masters first, then the replicas
+	sources map[*Server]string
 }
 
 // StartCluster starts masters (at least 3, as redis-cli requires) cluster
@@ -52,6 +65,38 @@ type Cluster struct {
 // documents.
 func StartCluster(tb testing.TB, masters int, args ...string) *Cluster {
 	tb.Helper()
+	return startCluster(tb, masters, 0, args)
+}
+
+// StartClusterWithReplicas is StartCluster with replicas replicas (at
+// least 1) of each master, for tests of a failover: Nodes lists the
+// masters, then the replicas of the first master, of the second, and so
+// on. Its nodes' cluster-node-timeout is 1 s, so a master that dies is
+// replaced by its replica within about 2 to 3 s, and they stream a full
+// sync at once (repl-diskless-sync-delay 0); args override both. It
+// returns once every node is ok and names the same master and replicas
+// for every slot, and every replica's link to its master is up with no
+// sync in progress (bounded as WaitClusterOK), about 3 s for 3 masters
+// with a replica each. Each node also listens on a unix socket
+// (UnixSocket), through which a test can watch a node it has cut off.
+func StartClusterWithReplicas(tb testing.TB, masters, replicas int, args ...string) *Cluster {
+	tb.Helper()
+	if replicas < 1 {
+		tb.Fatalf("redistest: StartClusterWithReplicas: got %d replicas, want at least 1", replicas)
+	}
+	return startCluster(tb, masters, replicas, append([]string{
+		"--cluster-node-timeout", strconv.FormatInt(failoverNodeTimeout.Milliseconds(), 10),
+		"--repl-diskless-sync", "yes",
+		"--repl-diskless-sync-delay", "0",
+		// CLUSTER SLOTS names a replica only once its offset is known to
+		// be nonzero; on a master that has had no writes, that is after
+		// its first PING to its replicas, by default 10 s.
+		"--repl-ping-replica-period", "1",
+	}, args...))
+}
+
+func startCluster(tb testing.TB, masters, replicas int, args []string) *Cluster {
+	tb.Helper()
 	if masters < 3 {
 		tb.Fatalf("redistest: StartCluster: got %d masters, want at least 3", masters)
 	}
@@ -63,14 +108,29 @@ func StartCluster(tb testing.TB, masters int, args ...string) *Cluster {
 		"--cluster-config-file", "nodes.conf",
 		"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
 	}, args...)
-	c := &Cluster{}
-	for range masters {
-		s := newServer(tb, nodeArgs)
+	c := &Cluster{sources: make(map[*Server]string)}
+	for i := range masters * (1 + replicas) {
+		args, src := nodeArgs, ""
+		if replicas > 0 && runtime.GOOS == "linux" {
+			src = fmt.Sprintf("127.0.0.%d", firstSourceHost+i)
+			// Announced, or the others would take the source address
+			// of its links for its own and dial it there.
+			args = append(slices.Clip(nodeArgs), "--bind-source-addr", src, "--cluster-announce-ip", "127.0.0.1")
+		}
+		s := newServer(tb, args)
+		if replicas > 0 {
+			s.socket = filepath.Join(s.dir, "redis.sock")
+		}
 		s.start(tb, freeNodePort)
 		c.nodes = append(c.nodes, s)
+		if src != "" {
+			c.sources[s] = src
+		}
 	}
 
-	cmdArgs := append([]string{"--cluster", "create"}, c.Addrs()...)
+	// The masters alone: redis-cli would pair replicas with masters as it
+	// likes; joining them ourselves says which replicates which.
+	cmdArgs := append([]string{"--cluster", "create"}, c.Addrs()[:masters]...)
 	cmdArgs = append(cmdArgs, "--cluster-replicas", "0", "--cluster-yes")
 	ctx, cancel := context.WithTimeout(tb.Context(), createTimeout)
 	defer cancel()
@@ -83,8 +143,64 @@ func StartCluster(tb testing.TB, masters int, args ...string) *Cluster {
 		tb.Fatalf("redistest: redis-cli %s: %v (timeout %v)\n--- output ---\n%s",
 			strings.Join(cmdArgs, " "), err, createTimeout, out)
 	}
-	c.WaitClusterOK(tb)
+	if replicas == 0 {
+		c.WaitClusterOK(tb)
+		return c
+	}
+	for i, r := range c.nodes[masters:] {
+		replicate(tb, r, c.nodes[i/replicas])
+	}
+	c.waitAgreed(tb, func(v clusterView) error {
+		for _, m := range c.nodes[:masters] {
+			if got := len(v.replicas[m.Addr()]); got != replicas {
+				return fmt.Errorf("master %s: %d replicas named, want %d", m.Addr(), got, replicas)
+			}
+		}
+		for i, r := range c.nodes[masters:] {
+			if err := inSync(r, c.nodes[i/replicas]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	return c
+}
+
+// replicate makes r, a node of no cluster yet, a replica of master: it
+// meets master, then asks to replicate it, which it refuses ("Unknown
+// node") until the handshake of the meeting is done, a beat of the cluster
+// cron later.
+func replicate(tb testing.TB, r, master *Server) {
+	tb.Helper()
+	id := master.nodeID(tb)
+	r.Do(tb, "CLUSTER", "MEET", "127.0.0.1", master.Port())
+	deadline := time.Now().Add(clusterTimeout)
+	for {
+		_, err := r.TryDo("CLUSTER", "REPLICATE", id)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: CLUSTER REPLICATE %s (%s) on %s: still %v after %v", id, master.Addr(), r.Addr(), err, clusterTimeout)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// inSync checks that r says it replicates master with its link up and no
+// sync in progress.
+func inSync(r, master *Server) error {
+	info, err := redis.String(r.TryDo("INFO", "replication"))
+	if err != nil {
+		return fmt.Errorf("replica %s: INFO replication: %w", r.Addr(), err)
+	}
+	got := fmt.Sprintf("role:%s master:%s link:%s syncing:%s", infoField(info, "role"),
+		net.JoinHostPort(infoField(info, "master_host"), infoField(info, "master_port")),
+		infoField(info, "master_link_status"), infoField(info, "master_sync_in_progress"))
+	if want := fmt.Sprintf("role:slave master:%s link:up syncing:0", master.Addr()); got != want {
+		return fmt.Errorf("replica %s: got %s, want %s", r.Addr(), got, want)
+	}
+	return nil
 }
 
 // freeNodePort finds a port whose cluster bus port is free too. Either may
@@ -109,6 +225,13 @@ func freeNodePort() (int, error) {
 	return 0, fmt.Errorf("no free port p <= %d with p+%d free in %d tries", maxNodePort, busPortOffset, nodePortTries)
 }
 
+// SourceAddr returns the local address n dials the other nodes from
+// (bind-source-addr), or "" if it has none of its own. On Linux each node
+// of a cluster with replicas has one, 127.0.0.10 and up, so that
+// faultnet.BlackholeAddr can cut the links it opened; Blackhole of its
+// ports cuts those it accepted.
+func (c *Cluster) SourceAddr(n *Server) string { return c.sources[n] }
+
 // Nodes returns the cluster's nodes in the order they were started.
 func (c *Cluster) Nodes() []*Server { return slices.Clone(c.nodes) }
 
@@ -121,24 +244,27 @@ func (c *Cluster) Addrs() []string {
 	return addrs
 }
 
-// WaitClusterOK polls (bounded: 20 s) until every node reports
-// cluster_state:ok and all nodes name the same master for every slot, and
-// fails tb otherwise. Use it after healing a fault, e.g. restarting a
-// stopped node, before relying on the cluster again.
+// WaitClusterOK polls (bounded: 20 s) until every running node reports
+// cluster_state:ok and all of them name the same master and replicas for
+// every slot, none of them a stopped node, and fails tb otherwise. A node
+// stopped (killed) is left out, so after a failover it waits until the
+// survivors agree on the replica promoted in its place. Use it after
+// healing a fault, e.g. restarting a stopped node, before relying on the
+// cluster again.
 func (c *Cluster) WaitClusterOK(tb testing.TB) {
 	tb.Helper()
-	c.waitAgreed(tb, func([]string) error { return nil })
+	c.waitAgreed(tb, func(clusterView) error { return nil })
 }
 
-// waitAgreed is WaitClusterOK that also waits until the agreed owners pass
-// check.
-func (c *Cluster) waitAgreed(tb testing.TB, check func(owners []string) error) {
+// waitAgreed is WaitClusterOK that also waits until the agreed view
+// passes check.
+func (c *Cluster) waitAgreed(tb testing.TB, check func(clusterView) error) {
 	tb.Helper()
 	deadline := time.Now().Add(clusterTimeout)
 	for {
-		owners, err := c.agreedOwners()
+		v, err := c.agreedView()
 		if err == nil {
-			err = check(owners)
+			err = check(v)
 		}
 		if err == nil {
 			return
@@ -150,77 +276,142 @@ func (c *Cluster) waitAgreed(tb testing.TB, check func(owners []string) error) {
 	}
 }
 
-// agreedOwners returns the owner of every slot if all nodes are ok and
-// agree on them, or an error saying where they differ.
-func (c *Cluster) agreedOwners() ([]string, error) {
-	var first []string
+// clusterView is one node's opinion of the cluster.
+type clusterView struct {
+	state    string              // cluster_state from CLUSTER INFO
+	owners   []string            // from CLUSTER SLOTS: the master serving each slot, "" for none
+	replicas map[string][]string // from CLUSTER SLOTS: each master's replicas, sorted
+}
+
+// agreedView returns the view of the cluster if every running node is ok
+// and they all agree on it, or an error saying where they differ.
+func (c *Cluster) agreedView() (clusterView, error) {
+	var first clusterView
+	var firstNode *Server
 	for _, n := range c.nodes {
-		state, owners, err := n.clusterView()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n.Addr(), err)
-		}
-		if state != "ok" {
-			return nil, fmt.Errorf("%s: cluster_state:%s", n.Addr(), state)
-		}
-		if slot := slices.Index(owners, ""); slot >= 0 {
-			return nil, fmt.Errorf("%s: slot %d has no owner", n.Addr(), slot)
-		}
-		if first == nil {
-			first = owners
+		if !n.running() {
 			continue
 		}
-		for slot := range owners {
-			if owners[slot] != first[slot] {
-				return nil, fmt.Errorf("slot %d: %s says %s, %s says %s",
-					slot, c.nodes[0].Addr(), first[slot], n.Addr(), owners[slot])
+		v, err := n.view()
+		if err != nil {
+			return clusterView{}, fmt.Errorf("%s: %w", n.Addr(), err)
+		}
+		if v.state != "ok" {
+			return clusterView{}, fmt.Errorf("%s: cluster_state:%s", n.Addr(), v.state)
+		}
+		if slot := slices.Index(v.owners, ""); slot >= 0 {
+			return clusterView{}, fmt.Errorf("%s: slot %d has no owner", n.Addr(), slot)
+		}
+		for _, stopped := range c.nodes {
+			if slot := slices.Index(v.owners, stopped.Addr()); slot >= 0 && !stopped.running() {
+				return clusterView{}, fmt.Errorf("%s: slot %d is served by %s, which is stopped", n.Addr(), slot, stopped.Addr())
 			}
 		}
+		if firstNode == nil {
+			first, firstNode = v, n
+			continue
+		}
+		for slot := range v.owners {
+			if v.owners[slot] != first.owners[slot] {
+				return clusterView{}, fmt.Errorf("slot %d: %s says %s, %s says %s",
+					slot, firstNode.Addr(), first.owners[slot], n.Addr(), v.owners[slot])
+			}
+		}
+		if !maps.EqualFunc(v.replicas, first.replicas, slices.Equal) {
+			return clusterView{}, fmt.Errorf("replicas: %s says %v, %s says %v",
+				firstNode.Addr(), first.replicas, n.Addr(), v.replicas)
+		}
+	}
+	if firstNode == nil {
+		return clusterView{}, errors.New("no node runs")
 	}
 	return first, nil
 }
 
-// clusterView is s's own opinion of the cluster: cluster_state from
-// CLUSTER INFO, and from CLUSTER SLOTS the address of the master serving
-// each slot ("" for none).
-func (s *Server) clusterView() (state string, owners []string, err error) {
+// view is s's own opinion of the cluster.
+func (s *Server) view() (clusterView, error) {
 	c, err := s.dial()
 	if err != nil {
-		return "", nil, err
+		return clusterView{}, err
 	}
 	defer c.Close()
 	info, err := redis.String(c.Do("CLUSTER", "INFO"))
 	if err != nil {
-		return "", nil, fmt.Errorf("CLUSTER INFO: %w", err)
+		return clusterView{}, fmt.Errorf("CLUSTER INFO: %w", err)
 	}
 	ranges, err := redis.Values(c.Do("CLUSTER", "SLOTS"))
 	if err != nil {
-		return "", nil, fmt.Errorf("CLUSTER SLOTS: %w", err)
+		return clusterView{}, fmt.Errorf("CLUSTER SLOTS: %w", err)
 	}
-	owners = make([]string, slotCount)
+	v := clusterView{
+		state:    infoField(info, "cluster_state"),
+		owners:   make([]string, slotCount),
+		replicas: make(map[string][]string),
+	}
 	for _, r := range ranges {
 		var start, end int
-		var master []any
-		var host string
-		var port int
+		var nodes []string
 		fields, err := redis.Values(r, nil)
-		if err == nil {
-			_, err = redis.Scan(fields, &start, &end, &master)
+		if err == nil && len(fields) < 3 {
+			err = errors.New("want start, end and master")
 		}
 		if err == nil {
-			_, err = redis.Scan(master, &host, &port)
+			_, err = redis.Scan(fields, &start, &end)
+		}
+		for i := 2; err == nil && i < len(fields); i++ {
+			var node []any
+			var host string
+			var port int
+			if _, err = redis.Scan([]any{fields[i]}, &node); err == nil {
+				_, err = redis.Scan(node, &host, &port)
+			}
+			nodes = append(nodes, net.JoinHostPort(host, strconv.Itoa(port)))
 		}
 		if err == nil && (start < 0 || end < start || end >= slotCount) {
 			err = fmt.Errorf("range %d-%d out of bounds", start, end)
 		}
 		if err != nil {
-			return "", nil, fmt.Errorf("CLUSTER SLOTS entry %v: %w", r, err)
+			return clusterView{}, fmt.Errorf("CLUSTER SLOTS entry %v: %w", r, err)
 		}
-		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		master := nodes[0]
 		for slot := start; slot <= end; slot++ {
-			owners[slot] = addr
+			v.owners[slot] = master
+		}
+		v.replicas[master] = slices.Sorted(slices.Values(nodes[1:]))
+	}
+	return v, nil
+}
+
+// role is the role s reports in INFO replication: "master" or "slave".
+func (s *Server) role(tb testing.TB) string {
+	tb.Helper()
+	info, err := redis.String(s.TryDo("INFO", "replication"))
+	if err != nil {
+		tb.Fatalf("redistest: INFO replication on %s: %v", s.Addr(), err)
+	}
+	return infoField(info, "role")
+}
+
+// Replicas returns the running nodes that say they replicate master now
+// (INFO replication), in the order of Nodes. In a failover roles change:
+// the replica promoted is a master, and the old master, once back, one of
+// its replicas.
+func (c *Cluster) Replicas(tb testing.TB, master *Server) []*Server {
+	tb.Helper()
+	var rs []*Server
+	for _, n := range c.nodes {
+		if n == master || !n.running() {
+			continue
+		}
+		info, err := redis.String(n.TryDo("INFO", "replication"))
+		if err != nil {
+			tb.Fatalf("redistest: INFO replication on %s: %v", n.Addr(), err)
+		}
+		if infoField(info, "role") == "slave" && infoField(info, "master_port") == strconv.Itoa(master.Port()) {
+			rs = append(rs, n)
 		}
 	}
-	return infoField(info, "cluster_state"), owners, nil
+	return rs
 }
 
 // NodeForSlot returns the master serving slot according to CLUSTER SLOTS on
@@ -231,14 +422,17 @@ func (c *Cluster) NodeForSlot(tb testing.TB, slot int) *Server {
 	checkSlot(tb, slot)
 	var errs []error
 	for _, n := range c.nodes {
-		_, owners, err := n.clusterView()
+		if !n.running() {
+			continue
+		}
+		v, err := n.view()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.Addr(), err))
 			continue
 		}
-		i := slices.IndexFunc(c.nodes, func(s *Server) bool { return s.Addr() == owners[slot] })
+		i := slices.IndexFunc(c.nodes, func(s *Server) bool { return s.Addr() == v.owners[slot] })
 		if i < 0 {
-			tb.Fatalf("redistest: slot %d: %s says %q serves it, which is no node of this cluster", slot, n.Addr(), owners[slot])
+			tb.Fatalf("redistest: slot %d: %s says %q serves it, which is no node of this cluster", slot, n.Addr(), v.owners[slot])
 		}
 		return c.nodes[i]
 	}
@@ -303,13 +497,14 @@ func (c *Cluster) BeginMigration(tb testing.TB, slot int, to *Server) (finish fu
 		to.Do(tb, "CLUSTER", "SETSLOT", slot, "NODE", toID)
 		from.Do(tb, "CLUSTER", "SETSLOT", slot, "NODE", toID)
 		for _, n := range c.nodes {
-			if n != from && n != to {
+			// Replicas refuse SETSLOT; they follow their masters.
+			if n != from && n != to && n.running() && n.role(tb) == "master" {
 				n.Do(tb, "CLUSTER", "SETSLOT", slot, "NODE", toID)
 			}
 		}
-		c.waitAgreed(tb, func(owners []string) error {
-			if owners[slot] != to.Addr() {
-				return fmt.Errorf("slot %d: served by %s, want %s", slot, owners[slot], to.Addr())
+		c.waitAgreed(tb, func(v clusterView) error {
+			if v.owners[slot] != to.Addr() {
+				return fmt.Errorf("slot %d: served by %s, want %s", slot, v.owners[slot], to.Addr())
 			}
 			return nil
 		})

@@ -200,3 +200,54 @@ func keyServedBy(t *testing.T, c *redistest.Cluster, node *redistest.Server) str
 	t.Fatalf("no key of 1000 served by %s", node.Addr())
 	return ""
 }
+
+func TestClusterWithReplicasPromotesTheReplicaOfAKilledMaster(t *testing.T) {
+	c := redistest.StartClusterWithReplicas(t, 3, 1)
+	nodes := c.Nodes()
+	if len(nodes) != 6 {
+		t.Fatalf("Nodes: got %d, want 6: 3 masters, then their replicas", len(nodes))
+	}
+	for i, m := range nodes[:3] {
+		if got := c.Replicas(t, m); len(got) != 1 || got[0] != nodes[3+i] {
+			t.Fatalf("replicas of master %s: got %v, want only %s", m.Addr(), addrs(got), nodes[3+i].Addr())
+		}
+	}
+	for _, n := range nodes {
+		c, err := redis.Dial("unix", n.UnixSocket())
+		if err != nil {
+			t.Fatalf("dialing %s on its unix socket: %v", n.Addr(), err)
+		}
+		pong, err := redis.String(c.Do("PING"))
+		c.Close()
+		if err != nil || pong != "PONG" {
+			t.Fatalf("PING on the unix socket of %s: got %q, %v; want PONG", n.Addr(), pong, err)
+		}
+	}
+	master, replica := nodes[0], nodes[3]
+	key := keyServedBy(t, c, master)
+	master.Do(t, "SET", key, "v")
+	// In sync means the write is on the replica as soon as it is
+	// acknowledged there.
+	if got, err := redis.Int(master.Do(t, "WAIT", 1, 2000), nil); err != nil || got != 1 {
+		t.Fatalf("WAIT 1 2000 on the master: got %d, %v; want 1", got, err)
+	}
+
+	master.Stop(t)
+	start := time.Now()
+	c.WaitClusterOK(t) // the survivors, once they agree on a new master
+	if got := c.NodeForSlot(t, redistest.KeySlot(key)); got != replica {
+		t.Fatalf("the master of %s after its master was killed: got %s, want its replica %s", key, got.Addr(), replica.Addr())
+	}
+	t.Logf("cluster ok with %s promoted %v after the kill", replica.Addr(), time.Since(start).Round(time.Millisecond))
+	if got, err := redis.String(replica.Do(t, "GET", key), nil); err != nil || got != "v" {
+		t.Fatalf("GET %s on the promoted replica: got %q, %v; want v", key, got, err)
+	}
+}
+
+func addrs(ss []*redistest.Server) []string {
+	var as []string
+	for _, s := range ss {
+		as = append(as, s.Addr())
+	}
+	return as
+}

@@ -1,6 +1,6 @@
 // Package redistest provides test helpers that start real redis-server
-// processes on free loopback ports: a plain server, a TLS-only server and a
-// Redis Cluster.
+// processes on free loopback ports: a plain server, a TLS-only server, a
+// Redis Cluster and a Redis Sentinel deployment.
 package redistest
 
 import (
@@ -43,6 +43,15 @@ type Server struct {
 	tls    *serverTLS // nil for a plain server
 	cmd    *exec.Cmd
 	exited chan struct{}
+
+	// socket is the path of the unix socket it also listens on, "" for
+	// none.
+	socket string
+
+	// conf is a config file read before args, "" for none. The server may
+	// rewrite it (sentinels do, and so does CONFIG REWRITE), so Restart
+	// brings the server back as it last configured itself.
+	conf string
 }
 
 // Start starts redis-server on a free 127.0.0.1 port with a private temp
@@ -130,7 +139,16 @@ func (s *Server) launch(port int) error {
 	if err != nil {
 		return err
 	}
-	args := append(s.listenArgs(port),
+	var args []string
+	if s.conf != "" {
+		// redis-server reads a config file only as its first argument.
+		args = append(args, s.conf)
+	}
+	args = append(args, s.listenArgs(port)...)
+	if s.socket != "" {
+		args = append(args, "--unixsocket", s.socket)
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
@@ -203,6 +221,11 @@ func tail(s string) string {
 
 // Addr returns the server address as "127.0.0.1:PORT".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// UnixSocket returns the path of the unix socket the server also listens
+// on, "" if none: a way in that network faults do not touch. The nodes of
+// a cluster with replicas have one.
+func (s *Server) UnixSocket() string { return s.socket }
 
 // Port returns the TCP port the server listens on (the TLS port of a TLS
 // server); it survives Restart.
@@ -321,6 +344,20 @@ func (s *Server) Stop(tb testing.TB) {
 	case <-s.exited:
 	case <-time.After(stopTimeout):
 		tb.Fatalf("redistest: redis-server (pid %d) still running %v after SIGKILL", s.PID(), stopTimeout)
+	}
+}
+
+// running reports whether the server's process was started and has not
+// exited.
+func (s *Server) running() bool {
+	if s.exited == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
 	}
 }
 
